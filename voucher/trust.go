@@ -156,3 +156,29 @@ func checkEKU(c *x509.Certificate, want []x509.ExtKeyUsage) error {
 	}
 	return fmt.Errorf("%w: signer certificate %q lacks the required extended key usage", ErrUntrusted, c.Subject.String())
 }
+
+// verifyWithAnchorKeys handles artifacts that embed no certificate (the
+// cBRSKI examples): the signature must verify under an anchor's own public
+// key, and that anchor must be valid at opts.Time. check verifies the
+// signature with one public key and returns ErrBadSignature (wrapped) when it
+// does not match.
+func verifyWithAnchorKeys(check func(pub any) error, opts *VerifyOptions) (*Verified, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for _, a := range opts.Anchors {
+		if err := check(a.PublicKey); err != nil {
+			lastErr = err
+			continue
+		}
+		if err := checkValidity(a, opts.Time, "signer", opts.IgnoreSignerExpiry); err != nil {
+			return nil, err
+		}
+		return &Verified{Signer: a, Chain: []*x509.Certificate{a}}, nil
+	}
+	if lastErr == nil {
+		lastErr = ErrBadSignature
+	}
+	return nil, fmt.Errorf("%w: no trust anchor's key verifies the signature: %w", ErrUntrusted, lastErr)
+}
