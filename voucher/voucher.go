@@ -82,6 +82,9 @@ type Fields struct {
 	PinnedDomainPubkSHA256     []byte
 	DomainCertRevocationChecks *bool
 	Nonce                      []byte
+	// NonceText is the nonce exactly as the JSON carried it; MarshalJSON
+	// emits it unchanged when set so a relayed nonce is never re-encoded.
+	NonceText                  string
 	LastRenewalDate            time.Time
 	ESTDomain                  string
 	AdditionalConfigurationURL string
