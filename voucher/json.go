@@ -695,7 +695,11 @@ func decodeTime(name, s string) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fmt.Errorf("%w: %s: %q is not a date-and-time", ErrInvalid, name, s)
 	}
-	return t.UTC(), nil
+	// MarshalJSON writes UTC, which must still have four year digits.
+	if u := t.UTC(); u.Year() >= 0 && u.Year() <= 9999 {
+		return u, nil
+	}
+	return time.Time{}, fmt.Errorf("%w: %s: %q falls outside years 0000-9999 in UTC", ErrInvalid, name, s)
 }
 
 func checkURI(name, s string) error {
