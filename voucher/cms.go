@@ -800,7 +800,7 @@ func VerifyCMS(der []byte, opts VerifyOptions) ([]byte, *Verified, error) {
 	var v *Verified
 	switch {
 	case signer != nil:
-		v, err = chainSigner(signer, c.Certificates, &opts)
+		v, err = chainSigner(signer, withoutAnchors(c.Certificates, opts.Anchors), &opts)
 	case sigErr != nil:
 		return nil, nil, fmt.Errorf("verify cms signature: %w", sigErr)
 	case len(c.Certificates) == 0:
@@ -815,3 +815,17 @@ func VerifyCMS(der []byte, opts VerifyOptions) ([]byte, *Verified, error) {
 }
 
 var _ crypto.Signer = cmsDeferredSigner{}
+
+// withoutAnchors drops the embedded certificates that are also anchors.
+// RFC 8366 §5.4 has the signer embed its chain up to the anchor; offered
+// as an intermediate too, the anchor makes x509 build (and check the
+// signatures of) the same path twice.
+func withoutAnchors(embedded, anchors []*x509.Certificate) []*x509.Certificate {
+	out := make([]*x509.Certificate, 0, len(embedded))
+	for _, c := range embedded {
+		if !slices.ContainsFunc(anchors, func(a *x509.Certificate) bool { return a != nil && bytes.Equal(a.Raw, c.Raw) }) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
