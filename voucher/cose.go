@@ -430,11 +430,23 @@ func (c *COSE) verify(opts *VerifyOptions) (*Verified, error) {
 	embedded := make([]*x509.Certificate, 0, len(c.X5Chain)+len(c.X5Bag))
 	embedded = append(embedded, c.X5Chain...)
 	embedded = append(embedded, c.X5Bag...)
+	var chainErr error
 	for _, cert := range embedded {
 		if c.checkKey(cert.PublicKey) != nil {
 			continue
 		}
-		return chainSigner(cert, embedded, opts)
+		// Several certificates may carry the signing key (a renewed
+		// certificate beside the old one): the first that chains wins.
+		v, err := chainSigner(cert, embedded, opts)
+		if err == nil {
+			return v, nil
+		}
+		if chainErr == nil {
+			chainErr = err
+		}
+	}
+	if chainErr != nil {
+		return nil, chainErr
 	}
 	if len(embedded) == 0 {
 		return nil, anchorErr
