@@ -1,0 +1,80 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jmhodges/clock"
+
+	"github.com/gatehouse-pki/gatehouse/store"
+)
+
+func fakeClock() clock.Clock {
+	fc := clock.NewFake()
+	fc.Set(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	return fc
+}
+
+func TestRecorder_RecordWritesStoreThenFile(t *testing.T) {
+	t.Parallel()
+	db, err := store.Open(filepath.Join(t.TempDir(), "audit.db"), store.Options{Clock: fakeClock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	var file bytes.Buffer
+	r := NewRecorder(db, slog.New(slog.NewJSONHandler(&file, nil)))
+
+	if err := r.Record(t.Context(), New(VRRefused, "pledge_serial", "SN-1", "reason", "nonce too short", "empty", "")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Record(t.Context(), New(VRReceived, "pledge_serial", "SN-2")); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := db.Audit(t.Context(), 1, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || evs[0].Type != VRRefused || evs[0].Fields["reason"] != "nonce too short" {
+		t.Fatalf("store holds %+v", evs)
+	}
+	if _, ok := evs[0].Fields["empty"]; ok {
+		t.Fatal("an empty value was recorded")
+	}
+	if _, err := db.VerifyAuditChain(t.Context()); err != nil {
+		t.Fatalf("chain: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(file.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("file has %d lines, want 2:\n%s", len(lines), file.String())
+	}
+	var first map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &first); err != nil {
+		t.Fatal(err)
+	}
+	if first["type"] != VRRefused || first["seq"] != float64(evs[0].Seq) || first["pledge_serial"] != "SN-1" {
+		t.Fatalf("mirrored %v", first)
+	}
+}
+
+func TestRecorder_StoreFailureIsReturnedAndNotMirrored(t *testing.T) {
+	t.Parallel()
+	db, err := store.Open(filepath.Join(t.TempDir(), "audit.db"), store.Options{Clock: fakeClock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close() // every write now fails
+	var file bytes.Buffer
+	r := NewRecorder(db, slog.New(slog.NewJSONHandler(&file, nil)))
+	if err := r.Record(t.Context(), New(Startup)); err == nil {
+		t.Fatal("Record on a closed store succeeded")
+	}
+	if file.Len() != 0 {
+		t.Fatalf("an unrecorded event was mirrored: %s", file.String())
+	}
+}
