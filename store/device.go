@@ -125,7 +125,8 @@ type Device struct {
 	// LastVoucher is the last voucher stored for the device; zero if none.
 	LastVoucher VoucherRef
 	// LDevIDs are the serials of the certificates issued to the device, in
-	// issue order.
+	// serial order (CertificatesFor gives dates and status). Derived from the
+	// certs-by-device index, never stored twice; ignored by PutDevice.
 	LDevIDs []*big.Int
 	// CreatedAt and UpdatedAt are set by the store.
 	CreatedAt, UpdatedAt time.Time
@@ -141,7 +142,6 @@ type deviceRecordV1 struct {
 	MASAURL      string    `json:"masaURL,omitempty"`
 	VoucherNonce string    `json:"voucherNonce,omitempty"`
 	VoucherAt    time.Time `json:"voucherAt,omitzero"`
-	LDevIDs      []string  `json:"ldevids,omitempty"` // hex serials
 	CreatedAt    time.Time `json:"createdAt"`
 	UpdatedAt    time.Time `json:"updatedAt"`
 }
@@ -159,13 +159,12 @@ func deviceToRecord(d Device) deviceRecordV1 {
 		CreatedAt:    d.CreatedAt,
 		UpdatedAt:    d.UpdatedAt,
 	}
-	for _, s := range d.LDevIDs {
-		rec.LDevIDs = append(rec.LDevIDs, serialHex(s))
-	}
 	return rec
 }
 
-func (rec deviceRecordV1) device() (Device, error) {
+// device converts rec, reading the device's LDevID serials from the index
+// in tx.
+func (rec deviceRecordV1) device(tx *bolt.Tx) Device {
 	d := Device{
 		Key:          DeviceKey{Issuer: rec.Issuer, Serial: rec.Serial},
 		Status:       DeviceStatus(rec.Status),
@@ -175,14 +174,12 @@ func (rec deviceRecordV1) device() (Device, error) {
 		CreatedAt:    rec.CreatedAt,
 		UpdatedAt:    rec.UpdatedAt,
 	}
-	for _, h := range rec.LDevIDs {
-		s, err := parseSerialHex(h)
-		if err != nil {
-			return Device{}, fmt.Errorf("device %s: %w", d.Key, err)
-		}
-		d.LDevIDs = append(d.LDevIDs, s)
+	prefix := append(d.Key.bytes(), 0)
+	c := tx.Bucket([]byte(bucketCertsByDevice)).Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		d.LDevIDs = append(d.LDevIDs, new(big.Int).SetBytes(k[len(prefix):]))
 	}
-	return d, nil
+	return d
 }
 
 // loadDevice reads the device record; ErrNotFound if absent.
@@ -224,7 +221,7 @@ func (db *DB) PutDevice(ctx context.Context, d Device, audit ...Event) (Device, 
 	if err != nil {
 		return Device{}, fmt.Errorf("put device %s: %w", d.Key, err)
 	}
-	var out deviceRecordV1
+	var out Device
 	err = db.update(ctx, func(tx *bolt.Tx) error {
 		rec, err := loadDevice(tx, d.Key)
 		switch {
@@ -244,27 +241,30 @@ func (db *DB) PutDevice(ctx context.Context, d Device, audit ...Event) (Device, 
 		if err := put(tx, bucketDevices, d.Key.bytes(), rec); err != nil {
 			return err
 		}
-		out = rec
+		out = rec.device(tx)
 		return appendEvents(tx, events)
 	})
 	if err != nil {
 		return Device{}, fmt.Errorf("put device %s: %w", d.Key, err)
 	}
-	return out.device()
+	return out, nil
 }
 
 // Device returns the record of the device key, or ErrNotFound.
 func (db *DB) Device(ctx context.Context, key DeviceKey) (Device, error) {
-	var rec deviceRecordV1
+	var out Device
 	err := db.view(ctx, func(tx *bolt.Tx) error {
-		var err error
-		rec, err = loadDevice(tx, key)
-		return err
+		rec, err := loadDevice(tx, key)
+		if err != nil {
+			return err
+		}
+		out = rec.device(tx)
+		return nil
 	})
 	if err != nil {
 		return Device{}, fmt.Errorf("device %s: %w", key, err)
 	}
-	return rec.device()
+	return out, nil
 }
 
 // TransitionDevice moves a device to status to, with a reason, if the
@@ -285,7 +285,7 @@ func (db *DB) TransitionDevice(ctx context.Context, key DeviceKey, from, to Devi
 	if err != nil {
 		return Device{}, fmt.Errorf("transition device %s: %w", key, err)
 	}
-	var out deviceRecordV1
+	var out Device
 	err = db.update(ctx, func(tx *bolt.Tx) error {
 		rec, err := loadDevice(tx, key)
 		if err != nil {
@@ -297,13 +297,13 @@ func (db *DB) TransitionDevice(ctx context.Context, key DeviceKey, from, to Devi
 		if err := transitionDevice(tx, &rec, to, reason, now); err != nil {
 			return err
 		}
-		out = rec
+		out = rec.device(tx)
 		return appendEvents(tx, events)
 	})
 	if err != nil {
 		return Device{}, fmt.Errorf("transition device %s to %s: %w", key, to, err)
 	}
-	return out.device()
+	return out, nil
 }
 
 // DeviceFilter selects and pages devices for ListDevices.
@@ -365,10 +365,7 @@ func (db *DB) ListDevices(ctx context.Context, f DeviceFilter) (DevicePage, erro
 				page.Next = hex.EncodeToString(page.Devices[limit-1].Key.bytes())
 				return nil
 			}
-			d, err := rec.device()
-			if err != nil {
-				return err
-			}
+			d := rec.device(tx)
 			page.Devices = append(page.Devices, d)
 		}
 		return nil

@@ -266,9 +266,9 @@ type Completion struct {
 	NotAfter time.Time
 }
 
-// CompleteIssuance stores the signed certificate, moves the device to
-// enrolled (creating its record if there was none) with the serial added to
-// its LDevIDs, appends audit (the issue-success event, required: reliability
+// CompleteIssuance stores the signed certificate (and indexes it under the
+// device, which lists it in Device.LDevIDs), moves the device to enrolled
+// (creating its record if there was none), appends audit (the issue-success event, required: reliability
 // C7) and closes the intent, all in one durable transaction (step 3 of the
 // issuance protocol). The caller responds to the pledge only after it
 // returns nil.
@@ -325,7 +325,6 @@ func (db *DB) CompleteIssuance(ctx context.Context, c Completion, audit ...Event
 		case err != nil:
 			return err
 		}
-		dev.LDevIDs = append(dev.LDevIDs, sh)
 		if err := transitionDevice(tx, &dev, DeviceEnrolled, "", now); err != nil {
 			return err
 		}
