@@ -24,11 +24,11 @@ func cborHex(text []byte) ([]byte, error) {
 }
 
 // cborHexVector reads a hex vector, or skips t when the vectors are absent.
-func cborHexVector(t testing.TB, name string) []byte {
-	t.Helper()
-	b, err := cborHex(testvectors.Read(t, name))
+func cborHexVector(tb testing.TB, name string) []byte {
+	tb.Helper()
+	b, err := cborHex(testvectors.Read(tb, name))
 	if err != nil {
-		t.Fatalf("vector %s: %v", name, err)
+		tb.Fatalf("vector %s: %v", name, err)
 	}
 	return b
 }
@@ -87,11 +87,11 @@ func (m cborMap) MarshalCBOR() ([]byte, error) {
 	return out, nil
 }
 
-func cborEnc(t testing.TB, v any) []byte {
-	t.Helper()
+func cborEnc(tb testing.TB, v any) []byte {
+	tb.Helper()
 	b, err := cbor.Marshal(v)
 	if err != nil {
-		t.Fatalf("encode test input: %v", err)
+		tb.Fatalf("encode test input: %v", err)
 	}
 	return b
 }

@@ -38,7 +38,7 @@ const coseTag18 = 0xd2
 // algorithm values decode as int64, as RFC 9052 types them.
 var coseDecMode = func() cbor.DecMode {
 	o := cborDecOptions()
-	o.IntDec = cbor.IntDecConvertSigned
+	o.IntDec = cbor.IntDecConvertSignedOrFail
 	return cborMustDecMode(o)
 }()
 

@@ -31,8 +31,8 @@ var (
 	vecTime = time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC)
 )
 
-func coseKey(t testing.TB, alg string) crypto.Signer {
-	t.Helper()
+func coseKey(tb testing.TB, alg string) crypto.Signer {
+	tb.Helper()
 	var k crypto.Signer
 	var err error
 	switch alg {
@@ -43,21 +43,21 @@ func coseKey(t testing.TB, alg string) crypto.Signer {
 	case "EdDSA":
 		_, k, err = ed25519.GenerateKey(rand.Reader)
 	default:
-		t.Fatalf("no key for %s", alg)
+		tb.Fatalf("no key for %s", alg)
 	}
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return k
 }
 
 // coseCert issues a certificate for pub, signed by parentKey as parent
 // (self-signed when parent is nil), valid for [from, to].
-func coseCert(t testing.TB, cn string, isCA bool, pub crypto.PublicKey, parent *x509.Certificate, parentKey crypto.Signer, from, to time.Time) *x509.Certificate {
-	t.Helper()
+func coseCert(tb testing.TB, cn string, isCA bool, pub crypto.PublicKey, parent *x509.Certificate, parentKey crypto.Signer, from, to time.Time) *x509.Certificate {
+	tb.Helper()
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial.Add(serial, big.NewInt(1)),
@@ -79,11 +79,11 @@ func coseCert(t testing.TB, cn string, isCA bool, pub crypto.PublicKey, parent *
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, parentKey)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	c, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return c
 }
@@ -96,28 +96,28 @@ type cosePKI struct {
 	leaf    *x509.Certificate
 }
 
-func newCosePKI(t testing.TB, alg string) *cosePKI {
-	t.Helper()
-	p := &cosePKI{caKey: coseKey(t, "ES256"), leafKey: coseKey(t, alg)}
-	p.ca = coseCert(t, "Test CA", true, p.caKey.Public(), nil, p.caKey, coseNotBefore, coseNotAfter)
-	p.leaf = coseCert(t, "Test signer "+alg, false, p.leafKey.Public(), p.ca, p.caKey, coseNotBefore, coseNotAfter)
+func newCosePKI(tb testing.TB, alg string) *cosePKI {
+	tb.Helper()
+	p := &cosePKI{caKey: coseKey(tb, "ES256"), leafKey: coseKey(tb, alg)}
+	p.ca = coseCert(tb, "Test CA", true, p.caKey.Public(), nil, p.caKey, coseNotBefore, coseNotAfter)
+	p.leaf = coseCert(tb, "Test signer "+alg, false, p.leafKey.Public(), p.ca, p.caKey, coseNotBefore, coseNotAfter)
 	return p
 }
 
-func testPayload(t testing.TB) []byte {
-	t.Helper()
+func testPayload(tb testing.TB) []byte {
+	tb.Helper()
 	b, err := testMinVoucher.MarshalCBOR()
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return b
 }
 
-func mustSign(t testing.TB, payload []byte, key crypto.Signer, opts COSEOptions) []byte {
-	t.Helper()
+func mustSign(tb testing.TB, payload []byte, key crypto.Signer, opts COSEOptions) []byte {
+	tb.Helper()
 	b, err := SignCOSE(payload, key, opts)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return b
 }
@@ -129,16 +129,16 @@ func anchorsAt(at time.Time, anchors ...*x509.Certificate) VerifyOptions {
 // coseRawSign1 builds a tagged COSE_Sign1 with arbitrary headers, signed
 // over the RFC 9052 Sig_structure with key and hash, to craft what SignCOSE
 // refuses to produce. prot nil means a zero-length protected header.
-func coseRawSign1(t testing.TB, key crypto.Signer, hash crypto.Hash, prot, unprot any, payload []byte) []byte {
-	t.Helper()
+func coseRawSign1(tb testing.TB, key crypto.Signer, hash crypto.Hash, prot, unprot any, payload []byte) []byte {
+	tb.Helper()
 	protBytes := []byte{}
 	if prot != nil {
-		protBytes = cborEnc(t, prot)
+		protBytes = cborEnc(tb, prot)
 	}
 	if unprot == nil {
 		unprot = cborMap{}
 	}
-	tbs := cborEnc(t, []any{"Signature1", protBytes, []byte{}, payload})
+	tbs := cborEnc(tb, []any{"Signature1", protBytes, []byte{}, payload})
 	var sig []byte
 	switch k := key.(type) {
 	case *ecdsa.PrivateKey:
@@ -146,7 +146,7 @@ func coseRawSign1(t testing.TB, key crypto.Signer, hash crypto.Hash, prot, unpro
 		h.Write(tbs)
 		r, s, err := ecdsa.Sign(rand.Reader, k, h.Sum(nil))
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		n := (k.Curve.Params().BitSize + 7) / 8
 		sig = make([]byte, 2*n)
@@ -155,9 +155,9 @@ func coseRawSign1(t testing.TB, key crypto.Signer, hash crypto.Hash, prot, unpro
 	case ed25519.PrivateKey:
 		sig = ed25519.Sign(k, tbs)
 	default:
-		t.Fatalf("key %T", key)
+		tb.Fatalf("key %T", key)
 	}
-	return cborEnc(t, cbor.Tag{Number: 18, Content: []any{protBytes, unprot, payload, sig}})
+	return cborEnc(tb, cbor.Tag{Number: 18, Content: []any{protBytes, unprot, payload, sig}})
 }
 
 func TestSignCOSE_RoundTrip(t *testing.T) {
@@ -199,7 +199,7 @@ func TestSignCOSE_RoundTrip(t *testing.T) {
 					if !bytes.Equal(got, payload) {
 						t.Errorf("payload %X, want %X", got, payload)
 					}
-					if !v.Signer.Equal(p.leaf) && !(m.chainLen == 1 && v.Signer.Equal(m.anchor)) {
+					if !v.Signer.Equal(p.leaf) {
 						t.Errorf("signer %s", v.Signer.Subject)
 					}
 					if len(v.Chain) != m.chainLen {
@@ -362,6 +362,7 @@ func TestVerifyCOSE_Trust(t *testing.T) {
 	expiredLeaf := coseCert(t, "expired", false, p.leafKey.Public(), p.ca, p.caKey, coseNotBefore, coseNow.Add(-time.Hour))
 	futureLeaf := coseCert(t, "future", false, p.leafKey.Public(), p.ca, p.caKey, coseNow.Add(time.Hour), coseNotAfter)
 	expiredSelf := coseCert(t, "expired self", false, p.leafKey.Public(), nil, p.leafKey, coseNotBefore, coseNow.Add(-time.Hour))
+	sameKeyOtherCA := coseCert(t, "same key", false, p.leafKey.Public(), other.ca, other.caKey, coseNotBefore, coseNotAfter)
 	withChain := mustSign(t, payload, p.leafKey, COSEOptions{X5Chain: []*x509.Certificate{p.leaf}})
 	tests := []struct {
 		name string
@@ -372,6 +373,7 @@ func TestVerifyCOSE_Trust(t *testing.T) {
 		{"ca-anchor", withChain, anchorsAt(coseNow, p.ca), nil},
 		{"one-of-anchors", withChain, anchorsAt(coseNow, other.ca, p.ca), nil},
 		{"intermediates-from-options", mustSign(t, payload, p.leafKey, COSEOptions{}), VerifyOptions{Anchors: []*x509.Certificate{p.ca}, Time: coseNow}, []error{ErrUntrusted}},
+		{"same-key-second-cert-chains", mustSign(t, payload, p.leafKey, COSEOptions{X5Bag: []*x509.Certificate{sameKeyOtherCA, p.leaf}}), anchorsAt(coseNow, p.ca), nil},
 		{"wrong-ca-anchor", withChain, anchorsAt(coseNow, other.ca), []error{ErrUntrusted}},
 		{"wrong-pinned-anchor", withChain, anchorsAt(coseNow, other.leaf), []error{ErrUntrusted}},
 		{"no-certs-wrong-anchor", mustSign(t, payload, p.leafKey, COSEOptions{}), anchorsAt(coseNow, other.leaf), []error{ErrUntrusted, ErrBadSignature}},
@@ -386,6 +388,9 @@ func TestVerifyCOSE_Trust(t *testing.T) {
 	// The leaf given only through VerifyOptions.Intermediates is not a
 	// signer candidate: the message must embed it.
 	tests[2].opts.Intermediates = []*x509.Certificate{p.leaf}
+	if tests[2].name != "intermediates-from-options" {
+		t.Fatal("test table order changed")
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -414,11 +419,11 @@ func TestVerifyCOSE_Trust(t *testing.T) {
 	})
 }
 
-func vectorCert(t testing.TB, name string) *x509.Certificate {
-	t.Helper()
-	c, err := x509.ParseCertificate(testvectors.Read(t, "cbrski/"+name))
+func vectorCert(tb testing.TB, name string) *x509.Certificate {
+	tb.Helper()
+	c, err := x509.ParseCertificate(testvectors.Read(tb, "cbrski/"+name))
 	if err != nil {
-		t.Fatalf("%s: %v", name, err)
+		tb.Fatalf("%s: %v", name, err)
 	}
 	return c
 }
@@ -494,15 +499,15 @@ func TestVerifyCOSE_Vectors(t *testing.T) {
 
 // coseRanges returns the byte ranges of the protected header, payload and
 // signature items inside a COSE_Sign1 message.
-func coseRanges(t testing.TB, msg []byte) [][2]int {
-	t.Helper()
+func coseRanges(tb testing.TB, msg []byte) [][2]int {
+	tb.Helper()
 	off := 0
 	if msg[0] == 0xd2 {
 		off = 1
 	}
 	var parts []cbor.RawMessage
 	if err := cbor.Unmarshal(msg[off:], &parts); err != nil || len(parts) != 4 {
-		t.Fatalf("split message: %v", err)
+		tb.Fatalf("split message: %v", err)
 	}
 	off++ // array head 0x84
 	var r [][2]int
@@ -525,16 +530,20 @@ func TestVerifyCOSE_Tampered(t *testing.T) {
 	}
 	inputs := []input{
 		{"vector-pvr", func(t *testing.T) ([]byte, VerifyOptions) {
+			t.Helper()
 			return cborHexVector(t, "cbrski/pvr.hex"), anchorsAt(vecTime, vectorCert(t, "pledge.der"))
 		}},
 		{"vector-voucher", func(t *testing.T) ([]byte, VerifyOptions) {
+			t.Helper()
 			return cborHexVector(t, "cbrski/voucher.hex"), anchorsAt(vecTime, vectorCert(t, "masa_ca.der"))
 		}},
 		{"own-es256-x5chain", func(t *testing.T) ([]byte, VerifyOptions) {
+			t.Helper()
 			p := newCosePKI(t, "ES256")
 			return mustSign(t, testPayload(t), p.leafKey, COSEOptions{X5Chain: []*x509.Certificate{p.leaf}}), anchorsAt(coseNow, p.ca)
 		}},
 		{"own-eddsa", func(t *testing.T) ([]byte, VerifyOptions) {
+			t.Helper()
 			p := newCosePKI(t, "EdDSA")
 			return mustSign(t, testPayload(t), p.leafKey, COSEOptions{}), anchorsAt(coseNow, p.leaf)
 		}},
