@@ -133,7 +133,7 @@ func appendEvents(tx *bolt.Tx, events []Event) error {
 	var prev [32]byte
 	if k, v := b.Cursor().Last(); k != nil {
 		var last auditRecordV1
-		if err := decodeRecord(v, 1, &last); err != nil {
+		if err := decodeRecord(v, &last); err != nil {
 			return fmt.Errorf("last audit event %x: %w", k, err)
 		}
 		h, err := decodeHash(last.Hash)
@@ -174,7 +174,7 @@ func (db *DB) AppendAudit(ctx context.Context, e Event) (Event, error) {
 		}
 		_, v := tx.Bucket([]byte(bucketAudit)).Cursor().Last()
 		var rec auditRecordV1
-		if err := decodeRecord(v, 1, &rec); err != nil {
+		if err := decodeRecord(v, &rec); err != nil {
 			return err
 		}
 		e, err := rec.event()
@@ -199,7 +199,7 @@ func (db *DB) Audit(ctx context.Context, from uint64, limit int) ([]Event, error
 		c := tx.Bucket([]byte(bucketAudit)).Cursor()
 		for k, v := c.Seek(itob(from)); k != nil && len(out) < limit; k, v = c.Next() {
 			var rec auditRecordV1
-			if err := decodeRecord(v, 1, &rec); err != nil {
+			if err := decodeRecord(v, &rec); err != nil {
 				return fmt.Errorf("audit event %x: %w", k, err)
 			}
 			e, err := rec.event()
@@ -218,15 +218,18 @@ func (db *DB) Audit(ctx context.Context, from uint64, limit int) ([]Event, error
 
 // AuditCount returns the number of events in the audit log.
 func (db *DB) AuditCount(ctx context.Context) (uint64, error) {
-	var n int
+	var n uint64
 	err := db.view(ctx, func(tx *bolt.Tx) error {
-		n = tx.Bucket([]byte(bucketAudit)).Stats().KeyN
+		c := tx.Bucket([]byte(bucketAudit)).Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			n++
+		}
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("count audit events: %w", err)
 	}
-	return uint64(n), nil
+	return n, nil
 }
 
 // AuditHead summarises a verified audit log. Record Hash outside the store
@@ -256,7 +259,7 @@ func (db *DB) VerifyAuditChain(ctx context.Context) (AuditHead, error) {
 				return fmt.Errorf("audit key %x at position %d: %w", k, n, ErrAuditChain)
 			}
 			var rec auditRecordV1
-			if err := decodeRecord(v, 1, &rec); err != nil {
+			if err := decodeRecord(v, &rec); err != nil {
 				return fmt.Errorf("audit event %d: %w: %w", n, err, ErrAuditChain)
 			}
 			if rec.Seq != seq {

@@ -70,6 +70,7 @@ func BenchmarkAppendAudit(b *testing.B) {
 // issueOnce runs the two durable transactions of one issuance (intent, then
 // certificate + device + audit), without signing.
 func issueOnce(b *testing.B, db *store.DB, dev store.DeviceKey) {
+	b.Helper()
 	s := storetest.NewSerial()
 	der := make([]byte, 600) // about an LDevID's size
 	copy(der, s.Bytes())

@@ -185,7 +185,7 @@ func (rec deviceRecordV1) device(tx *bolt.Tx) Device {
 // loadDevice reads the device record; ErrNotFound if absent.
 func loadDevice(tx *bolt.Tx, key DeviceKey) (deviceRecordV1, error) {
 	var rec deviceRecordV1
-	err := get(tx, bucketDevices, key.bytes(), 1, &rec)
+	err := get(tx, bucketDevices, key.bytes(), &rec)
 	return rec, err
 }
 
@@ -355,7 +355,7 @@ func (db *DB) ListDevices(ctx context.Context, f DeviceFilter) (DevicePage, erro
 		}
 		for ; k != nil; k, v = c.Next() {
 			var rec deviceRecordV1
-			if err := decodeRecord(v, 1, &rec); err != nil {
+			if err := decodeRecord(v, &rec); err != nil {
 				return fmt.Errorf("device %x: %w", k, err)
 			}
 			if (f.Status != "" && DeviceStatus(rec.Status) != f.Status) || (f.Serial != "" && rec.Serial != f.Serial) {

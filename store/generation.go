@@ -81,7 +81,7 @@ func (db *DB) PutGeneration(ctx context.Context, g Generation, audit ...Event) e
 	err = db.update(ctx, func(tx *bolt.Tx) error {
 		r := rec
 		var old generationRecordV1
-		err := get(tx, bucketGenerations, []byte(g.ID), 1, &old)
+		err := get(tx, bucketGenerations, []byte(g.ID), &old)
 		switch {
 		case err == nil:
 			r.CreatedAt = old.CreatedAt
@@ -91,7 +91,7 @@ func (db *DB) PutGeneration(ctx context.Context, g Generation, audit ...Event) e
 		if r.Active {
 			err := tx.Bucket([]byte(bucketGenerations)).ForEach(func(k, v []byte) error {
 				var other generationRecordV1
-				if err := decodeRecord(v, 1, &other); err != nil {
+				if err := decodeRecord(v, &other); err != nil {
 					return fmt.Errorf("generation %q: %w", k, err)
 				}
 				if !other.Active || other.ID == r.ID {
@@ -122,7 +122,7 @@ func (db *DB) Generations(ctx context.Context) ([]Generation, error) {
 	err := db.view(ctx, func(tx *bolt.Tx) error {
 		return tx.Bucket([]byte(bucketGenerations)).ForEach(func(k, v []byte) error {
 			var rec generationRecordV1
-			if err := decodeRecord(v, 1, &rec); err != nil {
+			if err := decodeRecord(v, &rec); err != nil {
 				return fmt.Errorf("generation %q: %w", k, err)
 			}
 			out = append(out, rec.generation())

@@ -298,7 +298,7 @@ func (db *DB) CompleteIssuance(ctx context.Context, c Completion, audit ...Event
 	notAfter := c.NotAfter.UTC().Truncate(time.Second)
 	err = db.update(ctx, func(tx *bolt.Tx) error {
 		var in intentRecordV1
-		if err := get(tx, bucketIntents, key, 1, &in); err != nil {
+		if err := get(tx, bucketIntents, key, &in); err != nil {
 			return fmt.Errorf("intent: %w", err)
 		}
 		if in.Issuer != c.Device.Issuer || in.DeviceSerial != c.Device.Serial {
@@ -308,7 +308,7 @@ func (db *DB) CompleteIssuance(ctx context.Context, c Completion, audit ...Event
 		case IntentOpen:
 		case IntentCompleted:
 			var cert certificateRecordV1
-			if err := get(tx, bucketCertificates, key, 1, &cert); err == nil && bytes.Equal(cert.DER, der) {
+			if err := get(tx, bucketCertificates, key, &cert); err == nil && bytes.Equal(cert.DER, der) {
 				return nil
 			}
 			return fmt.Errorf("intent already completed with another certificate: %w", ErrConflict)
@@ -387,7 +387,7 @@ func (db *DB) AbandonIssuance(ctx context.Context, serial *big.Int, reason strin
 	now := db.now()
 	err = db.update(ctx, func(tx *bolt.Tx) error {
 		var rec intentRecordV1
-		if err := get(tx, bucketIntents, key, 1, &rec); err != nil {
+		if err := get(tx, bucketIntents, key, &rec); err != nil {
 			return err
 		}
 		switch IntentStatus(rec.Status) {
@@ -414,7 +414,7 @@ func (db *DB) Intent(ctx context.Context, serial *big.Int) (Intent, error) {
 	}
 	var rec intentRecordV1
 	err = db.view(ctx, func(tx *bolt.Tx) error {
-		return get(tx, bucketIntents, key, 1, &rec)
+		return get(tx, bucketIntents, key, &rec)
 	})
 	if err != nil {
 		return Intent{}, fmt.Errorf("intent %s: %w", serialHex(serial), err)
@@ -429,7 +429,7 @@ func (db *DB) OpenIntents(ctx context.Context) ([]Intent, error) {
 	err := db.view(ctx, func(tx *bolt.Tx) error {
 		return tx.Bucket([]byte(bucketOpenIntents)).ForEach(func(k, _ []byte) error {
 			var rec intentRecordV1
-			if err := get(tx, bucketIntents, k, 1, &rec); err != nil {
+			if err := get(tx, bucketIntents, k, &rec); err != nil {
 				return fmt.Errorf("open intent %x: %w", k, err)
 			}
 			in, err := rec.intent()
@@ -474,7 +474,7 @@ func (db *DB) ResolveIntents(ctx context.Context) (Resolved, error) {
 		}
 		for _, key := range keys {
 			var rec intentRecordV1
-			if err := get(tx, bucketIntents, key, 1, &rec); err != nil {
+			if err := get(tx, bucketIntents, key, &rec); err != nil {
 				return fmt.Errorf("open intent %x: %w", key, err)
 			}
 			if tx.Bucket([]byte(bucketCertificates)).Get(key) == nil {
@@ -509,7 +509,7 @@ func (db *DB) Certificate(ctx context.Context, serial *big.Int) (Certificate, er
 	}
 	var rec certificateRecordV1
 	err = db.view(ctx, func(tx *bolt.Tx) error {
-		return get(tx, bucketCertificates, key, 1, &rec)
+		return get(tx, bucketCertificates, key, &rec)
 	})
 	if err != nil {
 		return Certificate{}, fmt.Errorf("certificate %s: %w", serialHex(serial), err)
@@ -529,7 +529,7 @@ func (db *DB) CertificatesFor(ctx context.Context, device DeviceKey) ([]Certific
 		c := tx.Bucket([]byte(bucketCertsByDevice)).Cursor()
 		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
 			var rec certificateRecordV1
-			if err := get(tx, bucketCertificates, k[len(prefix):], 1, &rec); err != nil {
+			if err := get(tx, bucketCertificates, k[len(prefix):], &rec); err != nil {
 				return fmt.Errorf("indexed certificate %x: %w", k[len(prefix):], err)
 			}
 			cert, err := rec.certificate()
@@ -564,7 +564,7 @@ func (db *DB) Revoke(ctx context.Context, serial *big.Int, reason int, audit ...
 	now := db.now()
 	err = db.update(ctx, func(tx *bolt.Tx) error {
 		var rec certificateRecordV1
-		if err := get(tx, bucketCertificates, key, 1, &rec); err != nil {
+		if err := get(tx, bucketCertificates, key, &rec); err != nil {
 			return err
 		}
 		if CertStatus(rec.Status) == CertRevoked {

@@ -107,7 +107,7 @@ func migrate1to2(tx *bolt.Tx) error {
 	}
 	err := tx.Bucket([]byte(bucketVouchers)).ForEach(func(k, raw []byte) error {
 		var rec voucherRecordV1
-		if err := decodeRecord(raw, 1, &rec); err != nil {
+		if err := decodeRecord(raw, &rec); err != nil {
 			return fmt.Errorf("voucher %x: %w", k, err)
 		}
 		if rec.Nonce == "" {
@@ -120,7 +120,7 @@ func migrate1to2(tx *bolt.Tx) error {
 	}
 	err = tx.Bucket([]byte(bucketCertificates)).ForEach(func(k, raw []byte) error {
 		var rec certificateRecordV1
-		if err := decodeRecord(raw, 1, &rec); err != nil {
+		if err := decodeRecord(raw, &rec); err != nil {
 			return fmt.Errorf("certificate %x: %w", k, err)
 		}
 		dk := DeviceKey{Issuer: rec.Issuer, Serial: rec.DeviceSerial}
@@ -131,7 +131,7 @@ func migrate1to2(tx *bolt.Tx) error {
 	}
 	return tx.Bucket([]byte(bucketIntents)).ForEach(func(k, raw []byte) error {
 		var rec intentRecordV1
-		if err := decodeRecord(raw, 1, &rec); err != nil {
+		if err := decodeRecord(raw, &rec); err != nil {
 			return fmt.Errorf("intent %x: %w", k, err)
 		}
 		if IntentStatus(rec.Status) != IntentOpen {

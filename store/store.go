@@ -210,16 +210,21 @@ type versioned struct {
 	V int `json:"v"`
 }
 
-// decodeRecord unmarshals a stored record after checking its "v" field
-// against want. The value is copied by the decoder, so the result does not
-// alias bbolt memory.
-func decodeRecord(raw []byte, want int, into any) error {
+// recordV1 is the layout version of every record type. When one record
+// type gets a v2, its decoding switches on the stored "v" and a migration
+// rewrites or keeps the old records.
+const recordV1 = 1
+
+// decodeRecord unmarshals a stored record after checking that its "v"
+// field is recordV1. The decoder copies, so the result does not alias bbolt
+// memory.
+func decodeRecord(raw []byte, into any) error {
 	var v versioned
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return fmt.Errorf("decode record: %w", err)
 	}
-	if v.V != want {
-		return fmt.Errorf("decode record: version %d, this build reads %d", v.V, want)
+	if v.V != recordV1 {
+		return fmt.Errorf("decode record: version %d, this build reads %d", v.V, recordV1)
 	}
 	if err := json.Unmarshal(raw, into); err != nil {
 		return fmt.Errorf("decode record: %w", err)
@@ -241,10 +246,10 @@ func put(tx *bolt.Tx, name string, key []byte, rec any) error {
 
 // get loads the record under key from bucket name into into, or returns
 // ErrNotFound.
-func get(tx *bolt.Tx, name string, key []byte, version int, into any) error {
+func get(tx *bolt.Tx, name string, key []byte, into any) error {
 	raw := tx.Bucket([]byte(name)).Get(key)
 	if raw == nil {
 		return ErrNotFound
 	}
-	return decodeRecord(raw, version, into)
+	return decodeRecord(raw, into)
 }

@@ -51,6 +51,7 @@ func openTemp(t *testing.T) (*store.DB, string) {
 func TestDB_Contract(t *testing.T) {
 	t.Parallel()
 	storetest.Run(t, func(t *testing.T) storetest.Backend {
+		t.Helper()
 		db, _ := openTemp(t)
 		return db
 	})

@@ -105,7 +105,7 @@ func (db *DB) TelemetryFor(ctx context.Context, device DeviceKey) ([]Telemetry, 
 		c := tx.Bucket([]byte(bucketTelemetry)).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
 			var rec telemetryRecordV1
-			if err := decodeRecord(v, 1, &rec); err != nil {
+			if err := decodeRecord(v, &rec); err != nil {
 				return fmt.Errorf("telemetry %x: %w", k, err)
 			}
 			out = append(out, Telemetry{

@@ -120,7 +120,7 @@ func (db *DB) PutVoucher(ctx context.Context, v Voucher, audit ...Event) error {
 	err = db.update(ctx, func(tx *bolt.Tx) error {
 		if v.Nonce != "" {
 			var used nonceRecordV1
-			err := get(tx, bucketNonces, []byte(v.Nonce), 1, &used)
+			err := get(tx, bucketNonces, []byte(v.Nonce), &used)
 			switch {
 			case err == nil:
 				if used.Issuer != rec.Issuer || used.Serial != rec.Serial || used.RequestHash != rec.RequestHash {
@@ -130,7 +130,7 @@ func (db *DB) PutVoucher(ctx context.Context, v Voucher, audit ...Event) error {
 				return err
 			}
 			var old voucherRecordV1
-			err = get(tx, bucketVouchers, key, 1, &old)
+			err = get(tx, bucketVouchers, key, &old)
 			switch {
 			case err == nil:
 				if old.MediaType == rec.MediaType && bytes.Equal(old.Signed, rec.Signed) && old.RequestHash == rec.RequestHash {
@@ -177,7 +177,7 @@ func (db *DB) Voucher(ctx context.Context, device DeviceKey, nonce string) (Vouc
 	}
 	var rec voucherRecordV1
 	err := db.view(ctx, func(tx *bolt.Tx) error {
-		return get(tx, bucketVouchers, voucherKey(device, nonce), 1, &rec)
+		return get(tx, bucketVouchers, voucherKey(device, nonce), &rec)
 	})
 	if err != nil {
 		return Voucher{}, fmt.Errorf("voucher %s nonce %q: %w", device, nonce, err)
@@ -194,7 +194,7 @@ func (db *DB) NonceUse(ctx context.Context, nonce string) (NonceUse, error) {
 	}
 	var rec nonceRecordV1
 	err := db.view(ctx, func(tx *bolt.Tx) error {
-		return get(tx, bucketNonces, []byte(nonce), 1, &rec)
+		return get(tx, bucketNonces, []byte(nonce), &rec)
 	})
 	if err != nil {
 		return NonceUse{}, fmt.Errorf("nonce use %q: %w", nonce, err)

@@ -72,33 +72,39 @@ type Backend interface {
 // clock reads Epoch and does not move, and arrange its cleanup.
 func Run(t *testing.T, open func(t *testing.T) Backend) {
 	t.Helper()
-	tests := map[string]func(t *testing.T, b Backend){
-		"devices":                testDevices,
-		"device-transitions":     testDeviceTransitions,
-		"list-devices":           testListDevices,
-		"vouchers":               testVouchers,
-		"voucher-nonce-reuse":    testVoucherNonceReuse,
-		"telemetry":              testTelemetry,
-		"audit":                  testAudit,
-		"audit-in-other-writes":  testAuditInOtherWrites,
-		"issuance":               testIssuance,
-		"issuance-errors":        testIssuanceErrors,
-		"serial-never-reused":    testSerialNeverReused,
-		"resolve-intents":        testResolveIntents,
-		"revoke":                 testRevoke,
-		"generations":            testGenerations,
-		"copy-out":               testCopyOut,
-		"dump-and-digest":        testDumpAndDigest,
-		"no-state-change-on-err": testNoStateChangeOnError,
-		"concurrent-writers":     testConcurrentWriters,
-		"cancelled-context":      testCancelledContext,
+	tests := map[string]func(contract){
+		"devices":                contract.testDevices,
+		"device-transitions":     contract.testDeviceTransitions,
+		"list-devices":           contract.testListDevices,
+		"vouchers":               contract.testVouchers,
+		"voucher-nonce-reuse":    contract.testVoucherNonceReuse,
+		"telemetry":              contract.testTelemetry,
+		"audit":                  contract.testAudit,
+		"audit-in-other-writes":  contract.testAuditInOtherWrites,
+		"issuance":               contract.testIssuance,
+		"issuance-errors":        contract.testIssuanceErrors,
+		"serial-never-reused":    contract.testSerialNeverReused,
+		"resolve-intents":        contract.testResolveIntents,
+		"revoke":                 contract.testRevoke,
+		"generations":            contract.testGenerations,
+		"copy-out":               contract.testCopyOut,
+		"dump-and-digest":        contract.testDumpAndDigest,
+		"no-state-change-on-err": contract.testNoStateChangeOnError,
+		"concurrent-writers":     contract.testConcurrentWriters,
+		"cancelled-context":      contract.testCancelledContext,
 	}
 	for _, name := range slices.Sorted(maps.Keys(tests)) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			tests[name](t, open(t))
+			tests[name](contract{t: t, b: open(t)})
 		})
 	}
+}
+
+// contract is one subtest's view: its T and its fresh backend.
+type contract struct {
+	t *testing.T
+	b Backend
 }
 
 // Helpers.
@@ -192,7 +198,8 @@ func auditTypes(t *testing.T, b Backend) []string {
 
 // Tests.
 
-func testDevices(t *testing.T, b Backend) {
+func (ct contract) testDevices() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	k := Key("SN-1")
 	_, err := b.Device(ctx, k)
@@ -231,7 +238,8 @@ func testDevices(t *testing.T, b Backend) {
 	wantErr(t, err, store.ErrNotFound)
 }
 
-func testDeviceTransitions(t *testing.T, b Backend) {
+func (ct contract) testDeviceTransitions() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	k := newDevice(t, b, "SN-T")
 	steps := []struct {
@@ -268,7 +276,8 @@ func testDeviceTransitions(t *testing.T, b Backend) {
 	wantErr(t, err, store.ErrNotFound)
 }
 
-func testListDevices(t *testing.T, b Backend) {
+func (ct contract) testListDevices() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	var all []string
 	for i := range 7 {
@@ -307,7 +316,8 @@ func testListDevices(t *testing.T, b Backend) {
 	wantErr(t, err, store.ErrInvalid)
 }
 
-func testVouchers(t *testing.T, b Backend) {
+func (ct contract) testVouchers() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	k := Key("SN-V")
 	v := store.Voucher{Device: k, Nonce: "n-1", MediaType: "application/voucher-cms+json", Signed: []byte("voucher-bytes"), RequestHash: sha256.Sum256([]byte("pvr"))}
@@ -365,7 +375,8 @@ func testVouchers(t *testing.T, b Backend) {
 	wantErr(t, b.PutVoucher(ctx, store.Voucher{Device: k, Nonce: "x", Signed: []byte("v")}), store.ErrInvalid)
 }
 
-func testVoucherNonceReuse(t *testing.T, b Backend) {
+func (ct contract) testVoucherNonceReuse() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	a, c := newDevice(t, b, "SN-A"), newDevice(t, b, "SN-C")
 	v := store.Voucher{Device: a, Nonce: "shared", MediaType: "m", Signed: []byte("va"), RequestHash: sha256.Sum256([]byte("a"))}
@@ -386,7 +397,8 @@ func testVoucherNonceReuse(t *testing.T, b Backend) {
 	}
 }
 
-func testTelemetry(t *testing.T, b Backend) {
+func (ct contract) testTelemetry() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	k, other := Key("SN-TL"), Key("SN-TL2")
 	s1 := try(b.AppendTelemetry(ctx, store.Telemetry{Kind: store.TelemetryVoucherStatus, Device: k, Raw: []byte(`{"version":1,"status":true}`)})).must(t)
@@ -410,7 +422,8 @@ func testTelemetry(t *testing.T, b Backend) {
 	wantErr(t, err, store.ErrInvalid)
 }
 
-func testAudit(t *testing.T, b Backend) {
+func (ct contract) testAudit() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	if head := try(b.VerifyAuditChain(ctx)).must(t); head.Count != 0 {
 		t.Fatalf("empty log head = %+v", head)
@@ -452,7 +465,8 @@ func testAudit(t *testing.T, b Backend) {
 	wantErr(t, err, store.ErrInvalid)
 }
 
-func testAuditInOtherWrites(t *testing.T, b Backend) {
+func (ct contract) testAuditInOtherWrites() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	k := Key("SN-AU")
 	try(b.PutDevice(ctx, store.Device{Key: k}, event("device-seen"))).must(t)
@@ -467,7 +481,8 @@ func testAuditInOtherWrites(t *testing.T, b Backend) {
 	try(b.VerifyAuditChain(ctx)).must(t)
 }
 
-func testIssuance(t *testing.T, b Backend) {
+func (ct contract) testIssuance() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	k := newDevice(t, b, "SN-I")
 	s := NewSerial()
@@ -528,7 +543,8 @@ func testIssuance(t *testing.T, b Backend) {
 	}
 }
 
-func testIssuanceErrors(t *testing.T, b Backend) {
+func (ct contract) testIssuanceErrors() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	k := newDevice(t, b, "SN-E")
 	s := NewSerial()
@@ -567,7 +583,8 @@ func testIssuanceErrors(t *testing.T, b Backend) {
 	wantErr(t, b.CompleteIssuance(ctx, store.Completion{Serial: s2, DER: der, Device: k}, success), store.ErrConflict)
 }
 
-func testSerialNeverReused(t *testing.T, b Backend) {
+func (ct contract) testSerialNeverReused() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	k := newDevice(t, b, "SN-R")
 	completed, _ := issue(t, b, k)
@@ -588,7 +605,8 @@ func testSerialNeverReused(t *testing.T, b Backend) {
 	}
 }
 
-func testResolveIntents(t *testing.T, b Backend) {
+func (ct contract) testResolveIntents() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	k := newDevice(t, b, "SN-RI")
 	if r := try(b.ResolveIntents(ctx)).must(t); r != (store.Resolved{}) {
@@ -625,7 +643,8 @@ func testResolveIntents(t *testing.T, b Backend) {
 	}
 }
 
-func testRevoke(t *testing.T, b Backend) {
+func (ct contract) testRevoke() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	k := newDevice(t, b, "SN-RV")
 	s, _ := issue(t, b, k)
@@ -639,7 +658,8 @@ func testRevoke(t *testing.T, b Backend) {
 	wantErr(t, b.Revoke(ctx, s, 4), store.ErrConflict)
 }
 
-func testGenerations(t *testing.T, b Backend) {
+func (ct contract) testGenerations() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	_, err := b.ActiveGeneration(ctx)
 	wantErr(t, err, store.ErrNotFound)
@@ -659,7 +679,7 @@ func testGenerations(t *testing.T, b Backend) {
 		"no-id":          {Certificate: []byte("c"), KeyRef: "k"},
 		"no-certificate": {ID: "g3", KeyRef: "k"},
 		"no-key-ref":     {ID: "g3", Certificate: []byte("c")},
-		"key-material":   {ID: "g3", Certificate: []byte("c"), KeyRef: "-----BEGIN EC PRIVATE KEY-----\nMHc..."},
+		"key-material":   {ID: "g3", Certificate: []byte("c"), KeyRef: "-----BEGIN EC PRIVATE KEY-----\nMHc..."}, //nolint:gosec // G101: a truncated fake key, to check it is refused
 	} {
 		if err := b.PutGeneration(ctx, g); !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("%s: error = %v, want ErrInvalid", name, err)
@@ -667,7 +687,8 @@ func testGenerations(t *testing.T, b Backend) {
 	}
 }
 
-func testCopyOut(t *testing.T, b Backend) {
+func (ct contract) testCopyOut() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	k := newDevice(t, b, "SN-CP")
 	v := store.Voucher{Device: k, Nonce: "n", MediaType: "m", Signed: []byte("voucher")}
@@ -714,7 +735,8 @@ func testCopyOut(t *testing.T, b Backend) {
 	}
 }
 
-func testDumpAndDigest(t *testing.T, b Backend) {
+func (ct contract) testDumpAndDigest() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	dump := func() []byte {
 		var buf bytes.Buffer
@@ -744,7 +766,8 @@ func testDumpAndDigest(t *testing.T, b Backend) {
 	}
 }
 
-func testNoStateChangeOnError(t *testing.T, b Backend) {
+func (ct contract) testNoStateChangeOnError() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	k := newDevice(t, b, "SN-N")
 	s, _ := issue(t, b, k)
@@ -774,7 +797,8 @@ func testNoStateChangeOnError(t *testing.T, b Backend) {
 	}
 }
 
-func testConcurrentWriters(t *testing.T, b Backend) {
+func (ct contract) testConcurrentWriters() {
+	t, b := ct.t, ct.b
 	ctx := t.Context()
 	const workers, each = 16, 8
 	var (
@@ -824,7 +848,8 @@ func testConcurrentWriters(t *testing.T, b Backend) {
 	}
 }
 
-func testCancelledContext(t *testing.T, b Backend) {
+func (ct contract) testCancelledContext() {
+	t, b := ct.t, ct.b
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	_, err := b.AppendAudit(ctx, event("x"))
