@@ -65,7 +65,7 @@ func decodeStrict(r io.Reader, v any) error {
 
 // LoadRegistrar reads, defaults and validates a registrar config file.
 func LoadRegistrar(path string) (*Registrar, error) {
-	f, err := os.Open(path) //nolint:gosec // operator-supplied config path
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open registrar config: %w", err)
 	}
@@ -88,7 +88,7 @@ func ParseRegistrar(r io.Reader) (*Registrar, error) {
 
 // LoadMASA reads, defaults and validates a MASA config file.
 func LoadMASA(path string) (*MASA, error) {
-	f, err := os.Open(path) //nolint:gosec // operator-supplied config path
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open masa config: %w", err)
 	}

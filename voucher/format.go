@@ -81,14 +81,14 @@ func DetectFormat(b []byte) (Format, error) {
 	if len(b) == 0 {
 		return "", fmt.Errorf("%w: empty artifact", ErrMalformed)
 	}
-	switch {
-	case b[0] == 0x30: // DER SEQUENCE: ContentInfo
+	switch b[0] {
+	case 0x30: // DER SEQUENCE: ContentInfo
 		return FormatCMS, nil
-	case b[0] == 0xd2, b[0] == 0x84: // tag 18 (COSE_Sign1), or an untagged 4-array
+	case 0xd2, 0x84: // tag 18 (COSE_Sign1), or an untagged 4-array
 		return FormatCOSE, nil
-	case b[0] == '{':
+	case '{':
 		return FormatJSON, nil
-	case b[0] == 0xa1: // a one-pair CBOR map: an unsigned YANG-CBOR artifact
+	case 0xa1: // a one-pair CBOR map: an unsigned YANG-CBOR artifact
 		return FormatCBOR, nil
 	}
 	return "", fmt.Errorf("%w: unrecognised leading byte 0x%02x", ErrUnsupported, b[0])
@@ -122,7 +122,7 @@ func isHex(b []byte) bool {
 		return false
 	}
 	for _, c := range b {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') && (c < 'A' || c > 'F') {
 			return false
 		}
 	}

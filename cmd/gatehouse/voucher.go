@@ -126,7 +126,7 @@ signer's key. Exits non-zero, saying why, when verification fails.`,
 }
 
 func readInput(path string) ([]byte, error) {
-	f, err := os.Open(path) //nolint:gosec // the operator names the file
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package web
 
 import (
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -200,10 +201,20 @@ func WritePlain(w http.ResponseWriter, _ *http.Request, p *problem.Error) {
 func WriteProblem(w http.ResponseWriter, r *http.Request, p *problem.Error) {
 	setCommon(w, p)
 	status := Status(p.Kind)
+	doc, err := json.Marshal(struct {
+		Type     string `json:"type"`
+		Title    string `json:"title"`
+		Status   int    `json:"status"`
+		Detail   string `json:"detail"`
+		Instance string `json:"instance"`
+	}{"about:blank", http.StatusText(status), status, p.Detail, r.URL.Path})
+	if err != nil {
+		doc = []byte(`{"type":"about:blank","status":500}`)
+	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = fmt.Fprintf(w, `{"type":"about:blank","title":%q,"status":%d,"detail":%q,"instance":%q}`+"\n",
-		http.StatusText(status), status, p.Detail, r.URL.Path)
+	_, _ = w.Write(append(doc, '\n'))
 }
 
 // ReadBody checks the request's media type against allowed (when any are

@@ -64,6 +64,7 @@ func TestHandle_ErrorWriters(t *testing.T) {
 		{"plain-wrapped-twice", fmt.Errorf("a: %w", fmt.Errorf("b: %w", problem.New(problem.Forbidden, errors.New("secret cause"), "not allowed"))), WritePlain, 403, "text/plain; charset=utf-8", "", "not allowed\n", "secret"},
 		{"plain-unknown-error", errors.New("db password is hunter2"), WritePlain, 500, "text/plain; charset=utf-8", "", "internal error\n", "hunter2"},
 		{"problem-json", problem.New(problem.NotFound, nil, "no device %q", "SN-1"), WriteProblem, 404, "application/problem+json", "", `"status":404`, ""},
+		{"problem-json-control-chars", problem.New(problem.BadRequest, nil, "bad \x01 byte </script>"), WriteProblem, 400, "application/problem+json", "", `"status":400`, "</script>"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -107,7 +108,7 @@ func TestChain_OneEventPerRequestAndPanicRecovery(t *testing.T) {
 		Logger:  logger,
 		Clock:   clock.NewFake(),
 		OnPanic: func(*http.Request, any) { panics++ },
-		Observe: func(route string, status int, _ time.Duration) { observed++ },
+		Observe: func(string, int, time.Duration) { observed++ },
 	})
 
 	rec := httptest.NewRecorder()
@@ -223,7 +224,7 @@ func TestServerTLSConfig_RefusesDowngrades(t *testing.T) {
 	cert := selfSigned(t)
 	cfg := ServerTLSConfig()
 	cfg.Certificates = []tls.Certificate{cert}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	srv.TLS = cfg
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
@@ -243,7 +244,7 @@ func TestServerTLSConfig_RefusesDowngrades(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tc.client.InsecureSkipVerify = true //nolint:gosec // the test checks protocol negotiation, not names
+			tc.client.InsecureSkipVerify = true // the test checks protocol negotiation, not names
 			conn, err := tls.Dial("tcp", addr, tc.client)
 			if conn != nil {
 				conn.Close()
