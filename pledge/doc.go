@@ -1,0 +1,43 @@
+// Package pledge is the BRSKI pledge client: what a new device does to learn
+// its owner. It is used by `gatehouse pledge`, by the end-to-end tests and by
+// the load generator.
+//
+// Standards implemented here (RFC 8995, BRSKI):
+//
+//   - §5.1 provisional TLS: the pledge connects with TLS 1.2 or later,
+//     presents its IDevID as the client certificate, sends no SNI (erratum
+//     6648, cBRSKI), and accepts the registrar's certificate provisionally,
+//     recording the end-entity certificate the connection presented.
+//   - §5.2 the pledge voucher-request (PVR): created-on, a fresh 16-byte
+//     nonce, assertion "proximity", the pledge's X.520 serialNumber and
+//     proximity-registrar-cert (the recorded certificate), CMS-signed with
+//     the IDevID key (eContentType id-ct-animaJSONVoucher, RFC 8366 §5.4),
+//     posted as application/voucher-cms+json.
+//   - §5.6 202 + Retry-After: the pledge waits (at most Config.MaxRetryWait
+//     per answer, 60 s by default) and resends the identical bytes.
+//   - §5.6.1 voucher checks: the MASA signature chains to the built-in
+//     anchors at the clock's time, serial-number is the pledge's own, the
+//     nonce is the one sent (byte for byte), and pinned-domain-cert is
+//     present.
+//   - §5.6.2 the registrar's TLS chain is then validated against
+//     pinned-domain-cert, which ends the provisional state; a failure is
+//     reported with voucher_status false and the voucher is refused.
+//   - §5.7 voucher_status and §5.9.4 enrollstatus telemetry.
+//
+// Invariants:
+//
+//   - One persistent connection carries the whole exchange (RFC 8995 §5
+//     SHOULD). If the registrar closes it (for example during a long 202
+//     wait), a new connection must present the very same end-entity
+//     certificate while provisional, and must chain to the pinned domain
+//     certificate once a voucher was accepted.
+//   - Nothing is trusted from the registrar before the voucher: every
+//     failure is a typed error (ErrMASASignature, ErrNonceMismatch,
+//     ErrSerialMismatch, ErrNoPinnedDomainCert, ErrPinMismatch, *StatusError,
+//     …) and no voucher is returned with it.
+//   - Time comes only from Config.Clock (certificate and voucher validity,
+//     created-on). Waits between retries are real durations, bounded by the
+//     caller's context and Config.MaxWait.
+//
+// EST enrolment (cacerts, csrattrs, simpleenroll) comes with a later issue.
+package pledge
