@@ -159,7 +159,7 @@ func TestCheckPublicKey_Matrix(t *testing.T) {
 			n := new(big.Int).Set(rsaKey(t, 2048).N)
 			return &rsa.PublicKey{N: n.SetBit(n, 0, 0), E: 65537}
 		}},
-		{name: "reject/rsa-small-factor", wantIn: "divisible by 997", pub: func(t *testing.T) crypto.PublicKey {
+		{name: "reject/rsa-small-factor", wantIn: "divisible by", pub: func(t *testing.T) crypto.PublicKey {
 			for {
 				n := new(big.Int).Mul(big.NewInt(997), oddModulus(t, 2038))
 				if n.BitLen() == 2048 && n.Bit(0) == 1 {

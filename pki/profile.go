@@ -93,8 +93,11 @@ type Profile struct {
 	// is always present). Default false.
 	ServerAuth bool `yaml:"serverAuth"`
 	// KeyEncipherment adds keyEncipherment to the key usage for RSA device
-	// keys only (RSA key transport); ignored for EC and Ed25519 keys. Default
-	// false: digitalSignature only.
+	// keys only (RSA key transport); ignored for EC and Ed25519 keys. It
+	// requires ServerAuth: key transport is the TLS server's role, and
+	// keyEncipherment with clientAuth alone is inconsistent (RFC 5280
+	// §4.2.1.12; zlint e_key_usage_and_extended_key_usage_inconsistent).
+	// Default false: digitalSignature only.
 	KeyEncipherment bool `yaml:"keyEncipherment"`
 	// Validity is the certificate lifetime, NotAfter − NotBefore, exactly
 	// (unless capped at the issuer's NotAfter). Default 90 days
@@ -168,6 +171,9 @@ func (p Profile) Validate() error {
 		if err := checkTemplate(o.Value); err != nil {
 			errs = append(errs, fmt.Errorf("otherNames[%d]: %w", i, err))
 		}
+	}
+	if p.KeyEncipherment && !p.ServerAuth {
+		errs = append(errs, errors.New("keyEncipherment: requires serverAuth"))
 	}
 	if p.Validity <= 0 || p.Validity > MaxLeafValidity {
 		errs = append(errs, fmt.Errorf("validity %s: must be in (0, %s] (398 days)", p.Validity, MaxLeafValidity))
