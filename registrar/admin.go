@@ -1,0 +1,186 @@
+package registrar
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gatehouse-pki/gatehouse/internal/audit"
+	"github.com/gatehouse-pki/gatehouse/internal/problem"
+	"github.com/gatehouse-pki/gatehouse/internal/web"
+	"github.com/gatehouse-pki/gatehouse/store"
+)
+
+// Admin API paths.
+const (
+	PathAdminDevices = "/api/v1/devices"
+	pathAdminApprove = "/api/v1/devices/{serial}/approve"
+	pathAdminDeny    = "/api/v1/devices/{serial}/deny"
+)
+
+// maxAdminBody caps an admin request body (a deny reason).
+const maxAdminBody = 4 << 10
+
+// DeviceView is a device as the admin API lists it.
+type DeviceView struct {
+	Issuer       string    `json:"issuer"`
+	Serial       string    `json:"serial"`
+	Status       string    `json:"status"`
+	StatusReason string    `json:"statusReason,omitempty"`
+	MASAURL      string    `json:"masaURL,omitempty"`
+	VoucherNonce string    `json:"voucherNonce,omitempty"`
+	VoucherAt    time.Time `json:"voucherAt,omitzero"`
+	LDevIDs      []string  `json:"ldevids,omitempty"`
+	CreatedAt    time.Time `json:"createdAt"`
+	UpdatedAt    time.Time `json:"updatedAt"`
+}
+
+// DeviceList is the body of GET /api/v1/devices.
+type DeviceList struct {
+	Devices []DeviceView `json:"devices"`
+	// Next is the cursor of the following page (query parameter cursor);
+	// empty on the last page.
+	Next string `json:"next,omitempty"`
+}
+
+// AdminHandler returns the operator API, answered with RFC 9457
+// problem+json errors:
+//
+//	GET  /api/v1/devices[?status=S&serial=N&cursor=C&limit=L]  → 200 DeviceList
+//	POST /api/v1/devices/{serial}/approve                     → 204
+//	POST /api/v1/devices/{serial}/deny   [{"reason": "…"}]    → 204
+//
+// Everything else is 404 or 405. The caller serves it on the admin
+// listener, which authenticates operators.
+func (s *Service) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET "+PathAdminDevices, web.Handle(s.handleListDevices, web.WriteProblem))
+	mux.Handle("POST "+pathAdminApprove, web.Handle(s.handleApprove, web.WriteProblem))
+	mux.Handle("POST "+pathAdminDeny, web.Handle(s.handleDeny, web.WriteProblem))
+	notAllowed := web.Handle(func(http.ResponseWriter, *http.Request) error {
+		return problem.New(problem.MethodNotAllowed, nil, "method not allowed")
+	}, web.WriteProblem)
+	for _, p := range []string{PathAdminDevices, pathAdminApprove, pathAdminDeny} {
+		mux.Handle(p, notAllowed)
+	}
+	mux.Handle("/", web.Handle(func(http.ResponseWriter, *http.Request) error {
+		return problem.New(problem.NotFound, nil, "not found")
+	}, web.WriteProblem))
+	return web.Chain(mux, web.Options{Logger: s.log, Clock: s.clk, Errors: web.WriteProblem})
+}
+
+func (s *Service) handleListDevices(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	f := store.DeviceFilter{Status: store.DeviceStatus(q.Get("status")), Serial: q.Get("serial"), Cursor: q.Get("cursor")}
+	if l := q.Get("limit"); l != "" {
+		if _, err := fmt.Sscanf(l, "%d", &f.Limit); err != nil {
+			return problem.New(problem.BadRequest, err, "limit must be a number")
+		}
+	}
+	list, err := s.Devices(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", MediaTypeJSON)
+	return json.NewEncoder(w).Encode(list)
+}
+
+func (s *Service) handleApprove(w http.ResponseWriter, r *http.Request) error {
+	if err := s.Approve(r.Context(), r.PathValue("serial")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Service) handleDeny(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	body, err := web.ReadBody(w, r, maxAdminBody)
+	if err != nil {
+		return err
+	}
+	if len(body) > 0 {
+		if err := json.Unmarshal(body, &req); err != nil {
+			return problem.New(problem.BadRequest, err, "the body must be {\"reason\": \"…\"}")
+		}
+	}
+	if err := s.Deny(r.Context(), r.PathValue("serial"), req.Reason); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// Devices lists devices for the admin API.
+func (s *Service) Devices(ctx context.Context, f store.DeviceFilter) (*DeviceList, error) {
+	if f.Status != "" && !f.Status.IsValid() {
+		return nil, problem.New(problem.BadRequest, nil, "unknown status %q", f.Status)
+	}
+	page, err := s.db.ListDevices(ctx, f)
+	if errors.Is(err, store.ErrInvalid) {
+		return nil, problem.New(problem.BadRequest, err, "bad cursor")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	out := &DeviceList{Devices: []DeviceView{}, Next: page.Next}
+	for _, d := range page.Devices {
+		v := DeviceView{
+			Issuer: d.Key.Issuer, Serial: d.Key.Serial, Status: string(d.Status), StatusReason: d.StatusReason,
+			MASAURL: d.MASAURL, VoucherNonce: d.LastVoucher.Nonce, VoucherAt: d.LastVoucher.At,
+			CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt,
+		}
+		for _, sn := range d.LDevIDs {
+			v.LDevIDs = append(v.LDevIDs, sn.Text(16))
+		}
+		out.Devices = append(out.Devices, v)
+	}
+	return out, nil
+}
+
+// Approve releases a device waiting for approval (or pre-approves a denied
+// one): its next identical voucher-request goes to the MASA. The serial
+// must name exactly one device (404 for none, 409 when several
+// manufacturers use it).
+func (s *Service) Approve(ctx context.Context, serial string) error {
+	return s.decide(ctx, serial, store.DeviceApproved, audit.DeviceApproved, "operator approved")
+}
+
+// Deny refuses a device: its voucher-requests get 403 until an operator
+// approves it.
+func (s *Service) Deny(ctx context.Context, serial string, reason string) error {
+	if reason == "" {
+		reason = "operator denied"
+	}
+	return s.decide(ctx, serial, store.DeviceDenied, audit.DeviceDenied, reason)
+}
+
+func (s *Service) decide(ctx context.Context, serial string, to store.DeviceStatus, typ, reason string) error {
+	web.EventFrom(ctx).Add(slog.String("pledge_serial", serial), slog.String("decision", string(to)))
+	page, err := s.db.ListDevices(ctx, store.DeviceFilter{Serial: serial, Limit: 2})
+	if err != nil {
+		return fmt.Errorf("find device %q: %w", serial, err)
+	}
+	switch len(page.Devices) {
+	case 0:
+		return problem.New(problem.NotFound, nil, "no device with serial %q", serial)
+	case 1:
+	default:
+		return problem.New(problem.Conflict, nil, "serial %q names devices of several manufacturers", serial)
+	}
+	d := page.Devices[0]
+	ev := audit.New(typ, "pledge_serial", serial, "device", d.Key.String(), "from", string(d.Status), "reason", reason)
+	if _, err := s.db.TransitionDevice(ctx, d.Key, d.Status, to, reason, ev); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return problem.New(problem.Conflict, err, "device %q is %s and cannot become %s", serial, d.Status, to)
+		}
+		return fmt.Errorf("transition device: %w", err)
+	}
+	return nil
+}

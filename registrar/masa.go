@@ -1,0 +1,285 @@
+package registrar
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gatehouse-pki/gatehouse/internal/audit"
+	"github.com/gatehouse-pki/gatehouse/internal/problem"
+	"github.com/gatehouse-pki/gatehouse/internal/web"
+	"github.com/gatehouse-pki/gatehouse/store"
+	"github.com/gatehouse-pki/gatehouse/voucher"
+)
+
+// MASA call results, the label values of brski_registrar_masa_requests_total.
+const (
+	masaOK          = "ok"
+	masaNotFound    = "not-found"
+	masaRefused     = "refused"
+	masaInvalid     = "invalid"
+	masaUnavailable = "unavailable"
+	masaBusy        = "busy"
+)
+
+// obtainVoucher signs the registrar voucher-request, asks the MASA, checks
+// the voucher and stores it (RFC 8995 §5.5, §5.6). Every refusal here is
+// audited as masa-refused.
+func (s *Service) obtainVoucher(ctx context.Context, pr *pledgeRequest, base *url.URL, tr *vrTrace) (any, error) {
+	rvr, err := s.signRVR(ctx, pr, base)
+	if err != nil {
+		return nil, err
+	}
+	tr.masa = true
+	body, err := s.callMASA(ctx, pr.mfg, base, "/requestvoucher", rvr)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkVoucher(body, pr); err != nil {
+		s.metrics.masaRequests.WithLabelValues(masaInvalid).Inc()
+		return nil, err
+	}
+	s.metrics.masaRequests.WithLabelValues(masaOK).Inc()
+
+	if pr.dev == nil {
+		// The device record is created only now, so that every refusal
+		// before this point leaves the store unchanged.
+		if _, err := s.db.PutDevice(ctx, store.Device{Key: pr.key, MASAURL: base.String()}); err != nil {
+			return nil, fmt.Errorf("record device: %w", err)
+		}
+	}
+	fields := []string{"pledge_serial", pr.id.Serial, "device", pr.key.String(), "manufacturer", pr.mfg.Name,
+		"nonce", pr.nonce, "masa_url", base.String(), "voucher_sha256", sha256Hex(body)}
+	// One durable transaction: the voucher, the nonce use, the device's
+	// move to voucher-issued and the audit events; only then the answer.
+	err = s.db.PutVoucher(ctx, store.Voucher{
+		Device: pr.key, Nonce: pr.nonce, MediaType: MediaTypeVoucherCMS, Signed: body, RequestHash: pr.hash,
+	}, audit.New(audit.VRReceived, fields...), audit.New(audit.MASAVoucher, fields...), audit.New(audit.VoucherDelivered, fields...))
+	switch {
+	case errors.Is(err, store.ErrNonceReused):
+		return nil, problem.New(problem.Forbidden, errors.Join(errNonceReuse, err), "this nonce was already used")
+	case errors.Is(err, store.ErrConflict):
+		return nil, problem.New(problem.Forbidden, err, "the device's state does not allow a voucher")
+	case err != nil:
+		return nil, fmt.Errorf("store voucher: %w", err)
+	}
+	s.rememberRVR(pr.key, rvrRecord{rvr: rvr, base: base.String(), mfg: pr.peer.Manufacturer})
+	return &VoucherResponse{MediaType: MediaTypeVoucherCMS, Body: body}, nil
+}
+
+// signRVR builds and signs the registrar voucher-request (RFC 8995 §5.5,
+// draft-ietf-anima-rfc8366bis), with audit events before and after the
+// signature.
+func (s *Service) signRVR(ctx context.Context, pr *pledgeRequest, base *url.URL) ([]byte, error) {
+	now := s.clk.Now().UTC().Truncate(time.Second)
+	rvr := &voucher.Request{
+		Fields: voucher.Fields{
+			CreatedOn: now, // RFC 8995 §5.5: SHOULD be the current time
+			// cBRSKI: proximity is propagated.
+			Assertion: voucher.AssertionProximity,
+			// RFC 8995 §5.5: from the IDevID, never copied from the PVR.
+			SerialNumber: pr.id.Serial,
+			// 8366bis: idevid-issuer is MUST in the RVR.
+			IDevIDIssuer: pr.id.IDevIDIssuer,
+			// RFC 8995 §5.5: the nonce is copied verbatim.
+			Nonce:     pr.pvr.Nonce,
+			NonceText: pr.pvr.NonceText,
+		},
+		// RFC 8995 §5.5: the entire signed PVR, as received.
+		PriorSignedVoucherRequest: pr.body,
+	}
+	return s.signRequest(ctx, rvr, pr.id.Serial, pr.key, base)
+}
+
+// signRequest signs rvr with the RA key, embedding the RA leaf and the
+// domain CA chain (the chain the MASA may pin, RFC 8995 §5.5).
+func (s *Service) signRequest(ctx context.Context, rvr *voucher.Request, serial string, key store.DeviceKey, base *url.URL) ([]byte, error) {
+	payload, err := rvr.MarshalJSON()
+	if err != nil {
+		return nil, fmt.Errorf("encode registrar voucher-request: %w", err)
+	}
+	fields := []string{"pledge_serial", serial, "device", key.String(), "masa_url", base.String(), "ra_fingerprint", fingerprint(s.ra.Leaf)}
+	if err := s.audit.Record(ctx, audit.New(audit.RVRSigning, fields...)); err != nil {
+		return nil, err
+	}
+	signed, serr := voucher.SignCMS(payload, s.raKey, s.ra.Leaf, s.domain, voucher.CMSOptions{SigningTime: s.clk.Now()})
+	outcome := "success"
+	if serr != nil {
+		outcome = "failure: " + serr.Error()
+	}
+	if err := s.audit.Record(ctx, audit.New(audit.RVRSigned, append(fields, "outcome", outcome, "rvr_sha256", sha256Hex(signed))...)); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		return nil, fmt.Errorf("sign registrar voucher-request: %w", serr)
+	}
+	return signed, nil
+}
+
+// callMASA posts a signed voucher-request to base+op and returns the body
+// of a 200 answer. It refuses at once with 503 when MASAMaxInFlight calls
+// are under way, bounds the exchange by MASATimeout and the body by
+// MaxBodyBytes, and maps the MASA's errors as RFC 8995 §5.6 and the attack
+// table B08–B10 say: 404 → 404, other 4xx → 406, 5xx or no answer → 503 +
+// Retry-After, 202 → 202 + Retry-After, anything else → 502.
+func (s *Service) callMASA(ctx context.Context, m *manufacturer, base *url.URL, op string, rvr []byte) ([]byte, error) {
+	select {
+	case s.masaSem <- struct{}{}:
+	default:
+		s.metrics.masaRequests.WithLabelValues(masaBusy).Inc()
+		return nil, &problem.Error{Kind: problem.Unavailable, Detail: "too many MASA requests in progress", RetryAfter: s.cfg.PendingRetryAfter}
+	}
+	defer func() { <-s.masaSem }()
+	s.metrics.masaInFlight.Inc()
+	defer s.metrics.masaInFlight.Dec()
+	start := s.clk.Now()
+	defer func() { s.metrics.masaSeconds.Observe(s.clk.Since(start).Seconds()) }()
+
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.MASATimeout)
+	defer cancel()
+	endpoint := base.JoinPath(op).String()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(rvr))
+	if err != nil {
+		return nil, fmt.Errorf("build MASA request: %w", err)
+	}
+	req.Header.Set("Content-Type", MediaTypeVoucherCMS)
+	req.Header.Set("Accept", MediaTypeVoucherCMS)
+	resp, err := m.client.Do(req)
+	if err != nil {
+		s.metrics.masaRequests.WithLabelValues(masaUnavailable).Inc()
+		return nil, &problem.Error{Kind: problem.Unavailable, Detail: "the MASA is unreachable", RetryAfter: s.cfg.PendingRetryAfter, Err: err}
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxBodyBytes+1))
+	if err != nil {
+		s.metrics.masaRequests.WithLabelValues(masaUnavailable).Inc()
+		return nil, &problem.Error{Kind: problem.Unavailable, Detail: "the MASA's answer was cut off", RetryAfter: s.cfg.PendingRetryAfter, Err: err}
+	}
+	web.EventFrom(ctx).Add(slog.Int("masa_status", resp.StatusCode))
+	switch code := resp.StatusCode; {
+	case code == http.StatusOK:
+		if len(body) > MaxBodyBytes {
+			s.metrics.masaRequests.WithLabelValues(masaInvalid).Inc()
+			return nil, problem.New(problem.Upstream, nil, "the MASA's answer is over %d bytes", MaxBodyBytes)
+		}
+		return body, nil
+	case code == http.StatusAccepted:
+		s.metrics.masaRequests.WithLabelValues(masaUnavailable).Inc()
+		return nil, &problem.Error{Kind: problem.Deferred, Detail: "the MASA is still working", RetryAfter: retryAfter(resp, s.cfg.PendingRetryAfter)}
+	case code == http.StatusNotFound:
+		s.metrics.masaRequests.WithLabelValues(masaNotFound).Inc()
+		return nil, problem.New(problem.NotFound, masaError(code, body), "the MASA does not know this device")
+	case code >= 400 && code < 500:
+		s.metrics.masaRequests.WithLabelValues(masaRefused).Inc()
+		return nil, problem.New(problem.NotAcceptable, masaError(code, body), "the MASA refused the voucher-request (%d)", code)
+	case code >= 500:
+		s.metrics.masaRequests.WithLabelValues(masaUnavailable).Inc()
+		return nil, &problem.Error{Kind: problem.Unavailable, Detail: "the MASA is unavailable", RetryAfter: retryAfter(resp, s.cfg.PendingRetryAfter), Err: masaError(code, body)}
+	default:
+		s.metrics.masaRequests.WithLabelValues(masaInvalid).Inc()
+		return nil, problem.New(problem.Upstream, masaError(code, body), "the MASA answered %d", code)
+	}
+}
+
+// masaError keeps the start of a MASA's plain-text error body (RFC 8995
+// §5.6) for the request log.
+func masaError(code int, body []byte) error {
+	const keep = 256
+	if len(body) > keep {
+		body = body[:keep]
+	}
+	return fmt.Errorf("MASA answered %d: %q", code, body)
+}
+
+// retryAfter returns the MASA's Retry-After in seconds when it is sane, or
+// def, capped at MaxRetryAfter.
+func retryAfter(resp *http.Response, def time.Duration) time.Duration {
+	if n, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After"))); err == nil && n > 0 {
+		return min(time.Duration(n)*time.Second, MaxRetryAfter)
+	}
+	return min(def, MaxRetryAfter)
+}
+
+// checkVoucher inspects the MASA's voucher before it is forwarded (RFC 8995
+// §5.6 step 7, attack table B01–B07): the signature chains to the
+// manufacturer's MASA anchors at now, and the serial-number, nonce, times
+// and pinned-domain-cert are the ones this request needs. Any failure is
+// 502: the MASA answered, but with something the registrar will not pass on.
+func (s *Service) checkVoucher(body []byte, pr *pledgeRequest) error {
+	upstream := func(err error, format string, args ...any) error {
+		return problem.New(problem.Upstream, err, "the MASA's voucher is refused: "+format, args...)
+	}
+	if len(body) == 0 {
+		return upstream(nil, "empty")
+	}
+	now := s.clk.Now()
+	content, _, err := voucher.VerifyCMS(body, voucher.VerifyOptions{Anchors: pr.mfg.MASAAnchors, Time: now})
+	if err != nil {
+		return upstream(err, "signature") // B01, B06, B07, B10
+	}
+	v, err := voucher.DecodeVoucherJSON(content)
+	if err != nil {
+		return upstream(err, "malformed")
+	}
+	if v.SerialNumber != pr.id.Serial {
+		return upstream(nil, "serial-number %q is not %q", v.SerialNumber, pr.id.Serial) // B02
+	}
+	if !v.NonceEqual(&pr.pvr.Fields) {
+		return upstream(nil, "nonce does not match the voucher-request's") // B03
+	}
+	if err := v.CheckTimes(now, VoucherSkew); err != nil {
+		return upstream(err, "times") // B04
+	}
+	if !s.pinsUs(v.PinnedDomainCert) {
+		return upstream(nil, "pinned-domain-cert is not this domain's") // B05
+	}
+	return nil
+}
+
+// pinsUs reports whether der is one of the domain CA certificates or the RA
+// leaf (RFC 8995 §5.6.2: the registrar's TLS certificate must chain to it).
+func (s *Service) pinsUs(der []byte) bool {
+	if len(der) == 0 {
+		return false
+	}
+	if bytes.Equal(der, s.ra.Leaf.Raw) {
+		return true
+	}
+	for _, c := range s.domain {
+		if bytes.Equal(der, c.Raw) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Service) rememberRVR(key store.DeviceKey, rec rvrRecord) {
+	s.rvrMu.Lock()
+	defer s.rvrMu.Unlock()
+	if _, ok := s.rvrs[key]; !ok && len(s.rvrs) >= maxRVRCache {
+		clear(s.rvrs)
+	}
+	s.rvrs[key] = rec
+}
+
+func (s *Service) recalledRVR(key store.DeviceKey) (rvrRecord, bool) {
+	s.rvrMu.Lock()
+	defer s.rvrMu.Unlock()
+	rec, ok := s.rvrs[key]
+	return rec, ok
+}
+
+// isJSON reports whether a Content-Type is application/json.
+func isJSON(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && strings.EqualFold(mt, MediaTypeJSON)
+}

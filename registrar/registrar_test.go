@@ -1,0 +1,266 @@
+package registrar_test
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/jmhodges/clock"
+
+	"github.com/gatehouse-pki/gatehouse/internal/audit"
+	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
+	"github.com/gatehouse-pki/gatehouse/registrar"
+	"github.com/gatehouse-pki/gatehouse/registrar/registrartest"
+	"github.com/gatehouse-pki/gatehouse/store"
+	"github.com/gatehouse-pki/gatehouse/voucher"
+)
+
+// env is one registrar with its manufacturer, domain CA and MASA, on a fake
+// clock at the project's test date.
+type env struct {
+	fc   clock.FakeClock
+	mfg  *pkitest.CA
+	dom  *pkitest.CA
+	masa *testMASA
+	reg  *registrartest.Registrar
+}
+
+func newEnv(t testing.TB, edit ...func(*registrartest.Options)) *env {
+	t.Helper()
+	fc := pkitest.NewClock()
+	mfg := pkitest.NewCA(t, pkitest.Name("Test Manufacturer IDevID CA"), pkitest.Clock(fc))
+	dom := pkitest.NewCA(t, pkitest.Name("Test Domain CA"), pkitest.Clock(fc))
+	masa := startTestMASA(t, fc, dom)
+	opts := registrartest.Options{
+		Clock: fc, Manufacturer: mfg, DomainCA: dom,
+		MASAURL: masa.BaseURL(), MASAAnchors: masa.Anchors(), MASATLSRoots: masa.tlsCA.Pool(),
+	}
+	for _, e := range edit {
+		e(&opts)
+	}
+	return &env{fc: fc, mfg: mfg, dom: dom, masa: masa, reg: registrartest.Start(t, opts)}
+}
+
+// pledge issues an IDevID naming the env's MASA and returns a pledge for it.
+func (e *env) pledge(t testing.TB, serial string, opts ...pkitest.Option) *registrartest.Pledge {
+	t.Helper()
+	id := pkitest.NewIDevID(t, e.mfg, serial, e.masa.Authority(), opts...)
+	return registrartest.NewPledge(t, e.reg, serial, id.TLS)
+}
+
+// onboard runs a successful voucher exchange and returns the request bytes
+// and the voucher.
+func (e *env) onboard(t testing.TB, p *registrartest.Pledge) (pvr, vch []byte) {
+	t.Helper()
+	pvr = p.Sign(t, p.Request(t))
+	resp, body, err := p.RequestVoucher(t.Context(), pvr)
+	if err != nil {
+		t.Fatalf("request voucher: %v", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("request voucher: status %d: %s", resp.StatusCode, body)
+	}
+	return pvr, body
+}
+
+func TestRequestVoucher_HappyPath(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p := e.pledge(t, "SN-HAPPY-1")
+	req := p.Request(t)
+	pvr := p.Sign(t, req)
+
+	resp, body, err := p.RequestVoucher(t.Context(), pvr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status = %d, want 200: %s", resp.StatusCode, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != registrar.MediaTypeVoucherCMS {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	// The pledge's view: signed by the MASA anchor at now, its serial, its
+	// nonce exactly, pinning the domain CA.
+	content, _, err := voucher.VerifyCMS(body, voucher.VerifyOptions{Anchors: e.masa.Anchors(), Time: e.fc.Now()})
+	if err != nil {
+		t.Fatalf("voucher does not verify against the MASA anchor: %v", err)
+	}
+	v, err := voucher.DecodeVoucherJSON(content)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.SerialNumber != "SN-HAPPY-1" || !bytes.Equal(v.Nonce, req.Nonce) || !bytes.Equal(v.PinnedDomainCert, e.dom.Root().Raw) {
+		t.Errorf("voucher = serial %q nonce %x pin-ok %v", v.SerialNumber, v.Nonce, bytes.Equal(v.PinnedDomainCert, e.dom.Root().Raw))
+	}
+	// The RVR the MASA saw: signed by the RA, serial from the IDevID,
+	// nonce verbatim, the PVR bytes as received.
+	rvrSigned, _ := e.masa.lastRVR.Load().([]byte)
+	rvrContent, verified, err := voucher.VerifyCMS(rvrSigned, voucher.VerifyOptions{Anchors: []*x509.Certificate{e.dom.Root()}, Time: e.fc.Now()})
+	if err != nil {
+		t.Fatalf("RVR: %v", err)
+	}
+	if !verified.Signer.Equal(e.reg.RA.Cert) {
+		t.Errorf("RVR signer is not the RA")
+	}
+	rvr, err := voucher.DecodeRequestJSON(rvrContent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(rvr.PriorSignedVoucherRequest, pvr) || rvr.SerialNumber != "SN-HAPPY-1" || !rvr.NonceEqual(&req.Fields) ||
+		len(rvr.IDevIDIssuer) == 0 || rvr.ProximityRegistrarCert != nil || !rvr.CreatedOn.Equal(e.fc.Now()) {
+		t.Errorf("RVR fields wrong: %+v", rvr)
+	}
+	e.reg.RequireAudit(t, audit.VoucherDelivered, "SN-HAPPY-1")
+	e.reg.RequireAudit(t, audit.RVRSigning, "SN-HAPPY-1")
+	e.reg.RequireAudit(t, audit.RVRSigned, "SN-HAPPY-1")
+	if got := e.reg.Counter(t, "brski_registrar_voucher_requests_total", map[string]string{"result": "issued"}); got != 1 {
+		t.Errorf("issued counter = %v", got)
+	}
+
+	// An identical retry: the stored voucher, byte for byte, MASA +0.
+	before := e.masa.requests.Load()
+	resp2, body2, err := p.RequestVoucher(t.Context(), pvr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp2.StatusCode != http.StatusOK || !bytes.Equal(body2, body) {
+		t.Fatalf("retry: status %d, same bytes %v", resp2.StatusCode, bytes.Equal(body2, body))
+	}
+	if got := e.masa.requests.Load() - before; got != 0 {
+		t.Errorf("retry called the MASA %d times", got)
+	}
+	e.reg.RequireAudit(t, audit.VoucherCached, "SN-HAPPY-1")
+
+	// voucher_status: stored, then the MASA audit log is fetched and passes.
+	st := []byte(`{"version":1,"status":true,"reason":"ok","reason-context":{"additional":"JSON"}}`)
+	resp3, _, err := p.Post(t.Context(), registrar.PathVoucherStatus, "application/json", st)
+	if err != nil || resp3.StatusCode != http.StatusOK {
+		t.Fatalf("voucher_status: %v %v", err, resp3)
+	}
+	key := registrar.DeviceKeyFor(p.IDevID.Leaf, "SN-HAPPY-1")
+	tel, err := e.reg.DB().TelemetryFor(t.Context(), key)
+	if err != nil || len(tel) != 1 || !bytes.Equal(tel[0].Raw, st) || !tel[0].ClientCertMatched {
+		t.Fatalf("telemetry = %+v, %v", tel, err)
+	}
+	if e.masa.logs.Load() != 1 {
+		t.Errorf("audit log fetched %d times, want 1", e.masa.logs.Load())
+	}
+	e.reg.RequireAudit(t, audit.AuditLogChecked, "SN-HAPPY-1")
+	if err := e.reg.Service.EnrollAllowed(t.Context(), key); err != nil {
+		t.Errorf("EnrollAllowed: %v", err)
+	}
+	dev, err := e.reg.DB().Device(t.Context(), key)
+	if err != nil || dev.Status != store.DeviceVoucherIssued {
+		t.Errorf("device = %+v, %v", dev, err)
+	}
+}
+
+func TestIDevIDLifetime(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		ignore bool
+		opt    pkitest.Option
+		wantOK bool
+	}{
+		{name: "no-expiry-99991231235959Z", opt: pkitest.WithNoExpiry(), wantOK: true},
+		{name: "expired-refused", opt: pkitest.Expired(), wantOK: false},
+		{name: "expired-ignored-by-manufacturer", ignore: true, opt: pkitest.Expired(), wantOK: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t, func(o *registrartest.Options) { o.IgnoreIDevIDExpiry = tc.ignore })
+			p := e.pledge(t, "SN-LIFE", tc.opt)
+			if tc.name == "no-expiry-99991231235959Z" && !p.IDevID.Leaf.NotAfter.Equal(pkitest.NoExpiry) {
+				t.Fatalf("NotAfter = %v", p.IDevID.Leaf.NotAfter)
+			}
+			resp, body, err := p.RequestVoucher(t.Context(), p.Sign(t, p.Request(t)))
+			if !tc.wantOK {
+				if err == nil {
+					t.Fatalf("expired IDevID got status %d, want a TLS alert", resp.StatusCode)
+				}
+				return
+			}
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("err %v status %v body %s", err, resp, body)
+			}
+		})
+	}
+}
+
+func TestApprovePolicy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *registrartest.Options) { o.Policy = registrar.PolicyApprove })
+	p := e.pledge(t, "SN-APPROVE")
+	pvr := p.Sign(t, p.Request(t))
+	resp, _, err := p.RequestVoucher(t.Context(), pvr)
+	if err != nil || resp.StatusCode != http.StatusAccepted || resp.Header.Get("Retry-After") != "30" {
+		t.Fatalf("first request: %v %+v", err, resp)
+	}
+	// The admin API lists it as pending.
+	admin := e.reg.Service.AdminHandler()
+	rec := serve(admin, http.MethodGet, "/api/v1/devices?status=pending-approval", "")
+	var list registrar.DeviceList
+	if err := json.Unmarshal(rec.body, &list); err != nil || len(list.Devices) != 1 || list.Devices[0].Serial != "SN-APPROVE" {
+		t.Fatalf("pending list: %s (%v)", rec.body, err)
+	}
+	// Still pending: 202 again, no state change, no MASA call.
+	d0 := e.reg.StateDigest(t)
+	resp, _, _ = p.RequestVoucher(t.Context(), pvr)
+	if resp.StatusCode != http.StatusAccepted || e.reg.StateDigest(t) != d0 || e.masa.requests.Load() != 0 {
+		t.Fatalf("second request: %d", resp.StatusCode)
+	}
+	if rec := serve(admin, http.MethodPost, "/api/v1/devices/SN-APPROVE/approve", ""); rec.code != http.StatusNoContent {
+		t.Fatalf("approve: %d %s", rec.code, rec.body)
+	}
+	resp, _, _ = p.RequestVoucher(t.Context(), pvr)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("after approval: %d", resp.StatusCode)
+	}
+	// Admin errors are problem+json; unknown paths and methods fail closed.
+	for _, c := range []struct {
+		method, path string
+		code         int
+	}{
+		{http.MethodPost, "/api/v1/devices/NOPE/approve", 404},
+		{http.MethodGet, "/api/v1/devices/SN-APPROVE/approve", 405},
+		{http.MethodDelete, "/api/v1/devices", 405},
+		{http.MethodGet, "/api/v1/other", 404},
+		{http.MethodPost, "/api/v1/devices/SN-APPROVE/approve", 409}, // voucher-issued cannot become approved
+	} {
+		rec := serve(admin, c.method, c.path, "")
+		if rec.code != c.code || !strings.HasPrefix(rec.ctype, "application/problem+json") {
+			t.Errorf("%s %s = %d %q, want %d problem+json", c.method, c.path, rec.code, rec.ctype, c.code)
+		}
+	}
+	// Deny: the next request is refused.
+	if rec := serve(admin, http.MethodPost, "/api/v1/devices/SN-APPROVE/deny", `{"reason":"stolen"}`); rec.code != http.StatusNoContent {
+		t.Fatalf("deny: %d %s", rec.code, rec.body)
+	}
+	resp, _, _ = p.RequestVoucher(t.Context(), p.Sign(t, p.Request(t)))
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("after deny: %d", resp.StatusCode)
+	}
+}
+
+type recorded struct {
+	code  int
+	ctype string
+	body  []byte
+}
+
+func serve(h http.Handler, method, path, body string) recorded {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return recorded{code: w.Code, ctype: w.Header().Get("Content-Type"), body: w.Body.Bytes()}
+}
