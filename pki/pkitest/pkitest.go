@@ -100,7 +100,7 @@ func NoAKI() Option { return func(o *options) { o.noAKI = true } }
 func NoSerialNumber() Option { return func(o *options) { o.noSerial = true } }
 
 // Key uses the given key instead of a fresh P-256 key (NewIDevID,
-// NewServerCert, NewRACert).
+// NewRACert).
 func Key(k crypto.Signer) Option { return func(o *options) { o.key = k } }
 
 // CA is a generated CA.
@@ -307,19 +307,11 @@ func NewIDevID(t testing.TB, mfg *CA, serial, masaURL string, opts ...Option) *L
 }
 
 // NewServerCert issues a TLS server certificate (serverAuth, digitalSignature)
-// for dnsNames (default "localhost") plus 127.0.0.1 and ::1. Options: Key.
+// for dnsNames (default "localhost") plus 127.0.0.1 and ::1, with a fresh
+// P-256 key.
 func NewServerCert(t testing.TB, ca *CA, dnsNames ...string) *Leaf {
 	t.Helper()
-	return newServerCert(t, ca, dnsNames)
-}
-
-func newServerCert(t testing.TB, ca *CA, dnsNames []string, opts ...Option) *Leaf {
-	t.Helper()
-	o := collect(opts)
-	key := o.key
-	if key == nil {
-		key = mustKey(t)
-	}
+	key := mustKey(t)
 	if len(dnsNames) == 0 {
 		dnsNames = []string{"localhost"}
 	}
