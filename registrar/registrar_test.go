@@ -8,10 +8,12 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jmhodges/clock"
 
 	"github.com/gatehouse-pki/gatehouse/internal/audit"
+	"github.com/gatehouse-pki/gatehouse/masa/masatest"
 	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 	"github.com/gatehouse-pki/gatehouse/registrar"
 	"github.com/gatehouse-pki/gatehouse/registrar/registrartest"
@@ -20,35 +22,85 @@ import (
 )
 
 // env is one registrar with its manufacturer, domain CA and MASA, on a fake
-// clock at the project's test date.
+// clock at the project's test date. The MASA is masatest's real MASA (or
+// its adversarial stub), or this package's small testMASA when stub is set.
 type env struct {
 	fc   clock.FakeClock
 	mfg  *pkitest.CA
 	dom  *pkitest.CA
-	masa *testMASA
+	real *masatest.Server
+	stub *testMASA
 	reg  *registrartest.Registrar
+}
+
+type envOptions struct {
+	adversarial bool
+	mode        masatest.Mode
+	stub        bool
+	edit        func(*registrartest.Options)
 }
 
 func newEnv(t testing.TB, edit ...func(*registrartest.Options)) *env {
 	t.Helper()
+	var o envOptions
+	if len(edit) > 0 {
+		o.edit = edit[0]
+	}
+	return newEnvWith(t, o)
+}
+
+func newEnvWith(t testing.TB, o envOptions) *env {
+	t.Helper()
 	fc := pkitest.NewClock()
 	mfg := pkitest.NewCA(t, pkitest.Name("Test Manufacturer IDevID CA"), pkitest.Clock(fc))
 	dom := pkitest.NewCA(t, pkitest.Name("Test Domain CA"), pkitest.Clock(fc))
-	masa := startTestMASA(t, fc, dom)
-	opts := registrartest.Options{
-		Clock: fc, Manufacturer: mfg, DomainCA: dom,
-		MASAURL: masa.BaseURL(), MASAAnchors: masa.Anchors(), MASATLSRoots: masa.tlsCA.Pool(),
+	e := &env{fc: fc, mfg: mfg, dom: dom}
+	opts := registrartest.Options{Clock: fc, Manufacturer: mfg, DomainCA: dom}
+	switch {
+	case o.stub:
+		e.stub = startTestMASA(t, fc, dom)
+		opts.MASAURL, opts.MASAAnchors, opts.MASATLSRoots = e.stub.BaseURL(), e.stub.Anchors(), e.stub.tlsCA.Pool()
+	case o.adversarial:
+		e.real = masatest.StartAdversarial(t, masatest.Options{Clock: fc, Manufacturer: mfg, Delay: time.Minute}, o.mode)
+		opts.MASA = e.real
+	default:
+		e.real = masatest.Start(t, masatest.Options{Clock: fc, Manufacturer: mfg})
+		opts.MASA = e.real
 	}
-	for _, e := range edit {
-		e(&opts)
+	if o.edit != nil {
+		o.edit(&opts)
 	}
-	return &env{fc: fc, mfg: mfg, dom: dom, masa: masa, reg: registrartest.Start(t, opts)}
+	e.reg = registrartest.Start(t, opts)
+	return e
+}
+
+func (e *env) masaAuthority() string {
+	if e.stub != nil {
+		return e.stub.Authority()
+	}
+	return e.real.Authority
+}
+
+func (e *env) masaAnchors() []*x509.Certificate {
+	if e.stub != nil {
+		return e.stub.Anchors()
+	}
+	return []*x509.Certificate{e.real.Anchor()}
+}
+
+// masaRequests counts the HTTP requests the MASA received.
+func (e *env) masaRequests(t testing.TB) int64 {
+	t.Helper()
+	if e.stub != nil {
+		return e.stub.requests.Load() + e.stub.logs.Load()
+	}
+	return e.real.Counters(t).Requests
 }
 
 // pledge issues an IDevID naming the env's MASA and returns a pledge for it.
 func (e *env) pledge(t testing.TB, serial string, opts ...pkitest.Option) *registrartest.Pledge {
 	t.Helper()
-	id := pkitest.NewIDevID(t, e.mfg, serial, e.masa.Authority(), opts...)
+	id := pkitest.NewIDevID(t, e.mfg, serial, e.masaAuthority(), opts...)
 	return registrartest.NewPledge(t, e.reg, serial, id.TLS)
 }
 
@@ -71,6 +123,7 @@ func TestRequestVoucher_HappyPath(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	p := e.pledge(t, "SN-HAPPY-1")
+	requests0 := e.masaRequests(t)
 	req := p.Request(t)
 	pvr := p.Sign(t, req)
 
@@ -86,7 +139,7 @@ func TestRequestVoucher_HappyPath(t *testing.T) {
 	}
 	// The pledge's view: signed by the MASA anchor at now, its serial, its
 	// nonce exactly, pinning the domain CA.
-	content, _, err := voucher.VerifyCMS(body, voucher.VerifyOptions{Anchors: e.masa.Anchors(), Time: e.fc.Now()})
+	content, _, err := voucher.VerifyCMS(body, voucher.VerifyOptions{Anchors: e.masaAnchors(), Time: e.fc.Now()})
 	if err != nil {
 		t.Fatalf("voucher does not verify against the MASA anchor: %v", err)
 	}
@@ -97,24 +150,6 @@ func TestRequestVoucher_HappyPath(t *testing.T) {
 	if v.SerialNumber != "SN-HAPPY-1" || !bytes.Equal(v.Nonce, req.Nonce) || !bytes.Equal(v.PinnedDomainCert, e.dom.Root().Raw) {
 		t.Errorf("voucher = serial %q nonce %x pin-ok %v", v.SerialNumber, v.Nonce, bytes.Equal(v.PinnedDomainCert, e.dom.Root().Raw))
 	}
-	// The RVR the MASA saw: signed by the RA, serial from the IDevID,
-	// nonce verbatim, the PVR bytes as received.
-	rvrSigned, _ := e.masa.lastRVR.Load().([]byte)
-	rvrContent, verified, err := voucher.VerifyCMS(rvrSigned, voucher.VerifyOptions{Anchors: []*x509.Certificate{e.dom.Root()}, Time: e.fc.Now()})
-	if err != nil {
-		t.Fatalf("RVR: %v", err)
-	}
-	if !verified.Signer.Equal(e.reg.RA.Cert) {
-		t.Errorf("RVR signer is not the RA")
-	}
-	rvr, err := voucher.DecodeRequestJSON(rvrContent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(rvr.PriorSignedVoucherRequest, pvr) || rvr.SerialNumber != "SN-HAPPY-1" || !rvr.NonceEqual(&req.Fields) ||
-		len(rvr.IDevIDIssuer) == 0 || rvr.ProximityRegistrarCert != nil || !rvr.CreatedOn.Equal(e.fc.Now()) {
-		t.Errorf("RVR fields wrong: %+v", rvr)
-	}
 	e.reg.RequireAudit(t, audit.VoucherDelivered, "SN-HAPPY-1")
 	e.reg.RequireAudit(t, audit.RVRSigning, "SN-HAPPY-1")
 	e.reg.RequireAudit(t, audit.RVRSigned, "SN-HAPPY-1")
@@ -123,7 +158,7 @@ func TestRequestVoucher_HappyPath(t *testing.T) {
 	}
 
 	// An identical retry: the stored voucher, byte for byte, MASA +0.
-	before := e.masa.requests.Load()
+	before := e.masaRequests(t)
 	resp2, body2, err := p.RequestVoucher(t.Context(), pvr)
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +166,7 @@ func TestRequestVoucher_HappyPath(t *testing.T) {
 	if resp2.StatusCode != http.StatusOK || !bytes.Equal(body2, body) {
 		t.Fatalf("retry: status %d, same bytes %v", resp2.StatusCode, bytes.Equal(body2, body))
 	}
-	if got := e.masa.requests.Load() - before; got != 0 {
+	if got := e.masaRequests(t) - before; got != 0 {
 		t.Errorf("retry called the MASA %d times", got)
 	}
 	e.reg.RequireAudit(t, audit.VoucherCached, "SN-HAPPY-1")
@@ -147,8 +182,11 @@ func TestRequestVoucher_HappyPath(t *testing.T) {
 	if err != nil || len(tel) != 1 || !bytes.Equal(tel[0].Raw, st) || !tel[0].ClientCertMatched {
 		t.Fatalf("telemetry = %+v, %v", tel, err)
 	}
-	if e.masa.logs.Load() != 1 {
-		t.Errorf("audit log fetched %d times, want 1", e.masa.logs.Load())
+	if got := e.masaRequests(t) - requests0; got != 2 {
+		t.Errorf("MASA requests = %d, want 2 (voucher, audit log)", got)
+	}
+	if c := e.real.Counters(t); c.LogEntries[masatest.LogKey{Serial: "SN-HAPPY-1", Nonce: req.NonceText}] != 1 && len(c.LogEntries) != 1 {
+		t.Errorf("MASA audit log entries = %v", c.LogEntries)
 	}
 	e.reg.RequireAudit(t, audit.AuditLogChecked, "SN-HAPPY-1")
 	if err := e.reg.Service.EnrollAllowed(t.Context(), key); err != nil {
@@ -175,7 +213,9 @@ func TestIDevIDLifetime(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			e := newEnv(t, func(o *registrartest.Options) { o.IgnoreIDevIDExpiry = tc.ignore })
+			// The stub MASA: the real one applies its own IDevID lifetime
+			// policy, which is not under test here.
+			e := newEnvWith(t, envOptions{stub: true, edit: func(o *registrartest.Options) { o.IgnoreIDevIDExpiry = tc.ignore }})
 			p := e.pledge(t, "SN-LIFE", tc.opt)
 			if tc.name == "no-expiry-99991231235959Z" && !p.IDevID.Leaf.NotAfter.Equal(pkitest.NoExpiry) {
 				t.Fatalf("NotAfter = %v", p.IDevID.Leaf.NotAfter)
@@ -213,7 +253,7 @@ func TestApprovePolicy(t *testing.T) {
 	// Still pending: 202 again, no state change, no MASA call.
 	d0 := e.reg.StateDigest(t)
 	resp, _, _ = p.RequestVoucher(t.Context(), pvr)
-	if resp.StatusCode != http.StatusAccepted || e.reg.StateDigest(t) != d0 || e.masa.requests.Load() != 0 {
+	if resp.StatusCode != http.StatusAccepted || e.reg.StateDigest(t) != d0 || e.masaRequests(t) != 0 {
 		t.Fatalf("second request: %d", resp.StatusCode)
 	}
 	if rec := serve(admin, http.MethodPost, "/api/v1/devices/SN-APPROVE/approve", ""); rec.code != http.StatusNoContent {
@@ -263,4 +303,35 @@ func serve(h http.Handler, method, path, body string) recorded {
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, req)
 	return recorded{code: w.Code, ctype: w.Header().Get("Content-Type"), body: w.Body.Bytes()}
+}
+
+// TestRegistrarVoucherRequest_Fields inspects the registrar voucher-request
+// the MASA receives (RFC 8995 §5.5, 8366bis).
+func TestRegistrarVoucherRequest_Fields(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, envOptions{stub: true})
+	p := e.pledge(t, "SN-HAPPY-1")
+	req := p.Request(t)
+	pvr := p.Sign(t, req)
+	if resp, body, err := p.RequestVoucher(t.Context(), pvr); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%v %v %s", err, resp, body)
+	}
+	// The RVR the MASA saw: signed by the RA, serial from the IDevID,
+	// nonce verbatim, the PVR bytes as received.
+	rvrSigned, _ := e.stub.lastRVR.Load().([]byte)
+	rvrContent, verified, err := voucher.VerifyCMS(rvrSigned, voucher.VerifyOptions{Anchors: []*x509.Certificate{e.dom.Root()}, Time: e.fc.Now()})
+	if err != nil {
+		t.Fatalf("RVR: %v", err)
+	}
+	if !verified.Signer.Equal(e.reg.RA.Cert) {
+		t.Errorf("RVR signer is not the RA")
+	}
+	rvr, err := voucher.DecodeRequestJSON(rvrContent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(rvr.PriorSignedVoucherRequest, pvr) || rvr.SerialNumber != "SN-HAPPY-1" || !rvr.NonceEqual(&req.Fields) ||
+		len(rvr.IDevIDIssuer) == 0 || rvr.ProximityRegistrarCert != nil || !rvr.CreatedOn.Equal(e.fc.Now()) {
+		t.Errorf("RVR fields wrong: %+v", rvr)
+	}
 }

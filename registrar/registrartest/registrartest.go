@@ -26,6 +26,7 @@ import (
 
 	"github.com/gatehouse-pki/gatehouse/internal/audit"
 	"github.com/gatehouse-pki/gatehouse/internal/web"
+	"github.com/gatehouse-pki/gatehouse/masa/masatest"
 	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 	"github.com/gatehouse-pki/gatehouse/registrar"
 	"github.com/gatehouse-pki/gatehouse/store"
@@ -42,6 +43,9 @@ type Options struct {
 	// DomainCA issues the RA certificate and is what vouchers pin. Default:
 	// a fresh CA.
 	DomainCA *pkitest.CA
+	// MASA, when set, fills MASAURL, MASAAnchors and MASATLSRoots from a
+	// running masatest server.
+	MASA *masatest.Server
 	// MASAURL is the MASA base URL (https://host:port/.well-known/brski)
 	// allowed for Manufacturer.
 	MASAURL *url.URL
@@ -98,6 +102,21 @@ func Start(t testing.TB, opts Options) *Registrar {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MASA != nil {
+		if opts.MASAURL == nil {
+			u, err := url.Parse(opts.MASA.URL + "/.well-known/brski")
+			if err != nil {
+				t.Fatalf("registrartest: masa url: %v", err)
+			}
+			opts.MASAURL = u
+		}
+		if opts.MASAAnchors == nil {
+			opts.MASAAnchors = []*x509.Certificate{opts.MASA.Anchor()}
+		}
+		if opts.MASATLSRoots == nil {
+			opts.MASATLSRoots = opts.MASA.TLSRoots
+		}
 	}
 	if opts.Policy == "" {
 		opts.Policy = registrar.PolicyAcceptAll
@@ -267,13 +286,16 @@ type Pledge struct {
 }
 
 // NewPledge returns a pledge for reg that presents idevid (the leaf and its
-// key). It trusts reg's domain CA for the TLS server, which a real pledge
+// key; a zero value presents no client certificate). It trusts reg's domain CA for the TLS server, which a real pledge
 // accepts provisionally.
 func NewPledge(t testing.TB, reg *Registrar, serial string, idevid tls.Certificate) *Pledge {
 	t.Helper()
 	roots := x509.NewCertPool()
 	roots.AddCert(reg.DomainCA.Root())
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, Certificates: []tls.Certificate{idevid}, Time: reg.Clock.Now}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, Time: reg.Clock.Now}
+	if len(idevid.Certificate) > 0 {
+		cfg.Certificates = []tls.Certificate{idevid}
+	}
 	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true, MaxConnsPerHost: 1}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &Pledge{Serial: serial, IDevID: idevid, Client: &http.Client{Transport: tr}, reg: reg, clock: reg.Clock}
