@@ -1,0 +1,194 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gatehouse-pki/gatehouse/internal/lab"
+	"github.com/gatehouse-pki/gatehouse/pki"
+	"github.com/gatehouse-pki/gatehouse/pledge"
+)
+
+func (a *app) pledgeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "pledge",
+		Short: "Act as a pledge: onboard with a registrar (BRSKI)",
+	}
+	cmd.AddCommand(a.pledgeEnrollCmd())
+	return cmd
+}
+
+// pledgeEnrollFlags are the flags of `pledge enroll`.
+type pledgeEnrollFlags struct {
+	registrar, idevid, key, out, masaAnchor string
+	maxWait                                 time.Duration
+}
+
+func (a *app) pledgeEnrollCmd() *cobra.Command {
+	var f pledgeEnrollFlags
+	cmd := &cobra.Command{
+		Use:   "enroll --registrar URL --idevid CERT --key KEY [--out DIR] [--masa-anchor CERT]",
+		Short: "Request and verify a voucher as a pledge (the EST phase comes later)",
+		Long: `Runs the pledge side of BRSKI (RFC 8995) against a registrar over one TLS
+connection, presenting the IDevID as the client certificate: it signs a pledge
+voucher-request, waits and resends while the registrar answers 202, verifies
+the voucher against the MASA anchor (signature, serial number, nonce,
+pinned-domain-cert), validates the registrar's TLS chain against the pinned
+domain certificate, and posts voucher_status.
+
+Not yet implemented: the EST phase (cacerts, csrattrs, simpleenroll,
+enrollstatus) and coaps:// registrars; this command stops after the voucher.
+
+With --out DIR it writes DIR/voucher (the voucher exactly as received) and
+DIR/voucher.json (its decoded content). Without --masa-anchor it uses the
+lab layout: ../../manufacturer/masa.pem relative to the IDevID.`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.pledgeEnroll(cmd, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.registrar, "registrar", "", "registrar base URL, https://host:port (required)")
+	fl.StringVar(&f.idevid, "idevid", "", "the pledge's IDevID certificate (chain), PEM (required)")
+	fl.StringVar(&f.key, "key", "", "the IDevID's private key, PEM, mode 0600 (required)")
+	fl.StringVar(&f.out, "out", "", "directory to write voucher and voucher.json into (default: write nothing)")
+	fl.StringVar(&f.masaAnchor, "masa-anchor", "", "the MASA trust anchor for vouchers, PEM or DER (default: the lab's manufacturer/masa.pem)")
+	fl.DurationVar(&f.maxWait, "max-wait", pledge.DefaultMaxWait, "give up when the registrar still defers (202) after this long")
+	return cmd
+}
+
+func (a *app) pledgeEnroll(cmd *cobra.Command, f pledgeEnrollFlags) error {
+	for name, v := range map[string]string{"--registrar": f.registrar, "--idevid": f.idevid, "--key": f.key} {
+		if v == "" {
+			return usageError{fmt.Errorf("pledge enroll: %s is required", name)}
+		}
+	}
+	u, err := url.Parse(f.registrar)
+	if err != nil || u.Host == "" {
+		return usageError{fmt.Errorf("pledge enroll: --registrar %q: want https://host:port", f.registrar)}
+	}
+	switch u.Scheme {
+	case "https":
+	case "coaps":
+		return usageError{fmt.Errorf("pledge enroll: --registrar %s: coaps is not supported yet; use the registrar's https address", f.registrar)}
+	default:
+		return usageError{fmt.Errorf("pledge enroll: --registrar %q: want https://host:port", f.registrar)}
+	}
+	anchorFile := f.masaAnchor
+	if anchorFile == "" {
+		anchorFile = filepath.Join(filepath.Dir(f.idevid), "..", "..", "manufacturer", "masa.pem")
+		if _, err := os.Stat(anchorFile); err != nil {
+			return usageError{fmt.Errorf("pledge enroll: --masa-anchor is required: no lab layout next to the IDevID (%s: %v)", anchorFile, errors.Unwrap(err))}
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "using MASA anchor %s (lab layout next to the IDevID)\n", anchorFile)
+	}
+	anchors, err := readCertificates(anchorFile)
+	if err != nil {
+		return fmt.Errorf("--masa-anchor %s: %w", anchorFile, err)
+	}
+	chain, err := readCertificates(f.idevid)
+	if err != nil {
+		return fmt.Errorf("--idevid %s: %w", f.idevid, err)
+	}
+	ctx, stop := signalContext(cmd.Context())
+	defer stop()
+	key, err := pki.LoadSigner(ctx, f.key, nil)
+	if err != nil {
+		return fmt.Errorf("--key: %w", err)
+	}
+	idevid, err := lab.KeyPair(chain, key)
+	if err != nil {
+		return fmt.Errorf("--idevid %s and --key %s: %w", f.idevid, f.key, err)
+	}
+	c, err := pledge.New(pledge.Config{
+		Registrar:   u,
+		IDevID:      idevid,
+		MASAAnchors: anchors,
+		Clock:       a.clk,
+		MaxWait:     f.maxWait,
+	})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	res, err := c.RequestVoucher(ctx)
+	if err != nil {
+		return err
+	}
+	var wrote []string
+	if f.out != "" {
+		if wrote, err = writeVoucher(f.out, res); err != nil {
+			return err
+		}
+	}
+	printVoucherSummary(cmd, f.registrar, c.Serial(), res, wrote)
+	return nil
+}
+
+// writeVoucher writes DIR/voucher (as received) and DIR/voucher.json.
+func writeVoucher(dir string, res *pledge.VoucherResult) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("--out: %w", err)
+	}
+	content, err := res.Voucher.MarshalJSON()
+	if err != nil {
+		return nil, fmt.Errorf("encode voucher: %w", err)
+	}
+	var pretty bytes.Buffer
+	if err := json.Indent(&pretty, content, "", "  "); err != nil {
+		return nil, fmt.Errorf("encode voucher: %w", err)
+	}
+	pretty.WriteByte('\n')
+	files := []struct {
+		name string
+		b    []byte
+	}{{"voucher", res.Raw}, {"voucher.json", pretty.Bytes()}}
+	var wrote []string
+	for _, f := range files {
+		p := filepath.Join(dir, f.name)
+		if err := os.WriteFile(p, f.b, fs.FileMode(0o644)); err != nil {
+			return nil, fmt.Errorf("--out: %w", err)
+		}
+		wrote = append(wrote, p)
+	}
+	return wrote, nil
+}
+
+func printVoucherSummary(cmd *cobra.Command, registrar, serial string, res *pledge.VoucherResult, wrote []string) {
+	w := cmd.OutOrStdout()
+	v := res.Voucher
+	pin := sha256.Sum256(res.PinnedDomainCert.Raw)
+	attempts := "1 request"
+	if res.Attempts > 1 {
+		attempts = fmt.Sprintf("%d requests, %d deferred", res.Attempts, res.Attempts-1)
+	}
+	fmt.Fprintf(w, "voucher accepted: pledge %s, registrar %s (%s)\n", serial, registrar, attempts)
+	fmt.Fprintf(w, "  signed by MASA:     %s\n", res.MASASigner.Subject)
+	fmt.Fprintf(w, "  assertion:          %s\n", v.Assertion)
+	if !v.ExpiresOn.IsZero() {
+		fmt.Fprintf(w, "  expires-on:         %s\n", v.ExpiresOn.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(w, "  pinned-domain-cert: %s (sha256 %s)\n", res.PinnedDomainCert.Subject, hex.EncodeToString(pin[:8]))
+	fmt.Fprintf(w, "  registrar TLS:      %s chains to the pinned domain certificate\n", res.RegistrarChain[0].Subject)
+	if res.VoucherStatusErr != nil {
+		fmt.Fprintf(w, "  voucher_status:     not accepted by the registrar: %v\n", res.VoucherStatusErr)
+	} else {
+		fmt.Fprintf(w, "  voucher_status:     sent (accepted)\n")
+	}
+	if len(wrote) > 0 {
+		fmt.Fprintf(w, "  wrote:              %s\n", strings.Join(wrote, ", "))
+	}
+	fmt.Fprintln(w, "EST enrolment (cacerts, csrattrs, simpleenroll, enrollstatus) is not implemented yet: stopping after the voucher.")
+}

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gatehouse-pki/gatehouse/configs"
+	"github.com/gatehouse-pki/gatehouse/internal/audit"
+	"github.com/gatehouse-pki/gatehouse/pki"
+	"github.com/gatehouse-pki/gatehouse/registrar"
+	"github.com/gatehouse-pki/gatehouse/store"
+)
+
+// Database file names under a daemon's dataDir.
+const (
+	registrarDBFile = "registrar.db"
+	masaDBFile      = "masa.db"
+	auditFileName   = "audit.log"
+)
+
+func (a *app) registrarCmd() *cobra.Command {
+	var config string
+	cmd := &cobra.Command{
+		Use:   "registrar --config FILE",
+		Short: "Run the registrar daemon (BRSKI over HTTPS, admin listener)",
+		Long: `Runs the registrar from a YAML config (see "gatehouse config example
+registrar"): BRSKI over HTTPS on listen.https, and /healthz, /readyz,
+/metrics and the /api/v1/ admin API on listen.admin. Key files must be mode
+0600. Stops gracefully on SIGINT or SIGTERM.
+
+Not served yet: EST (comes with a later issue) and CoAPS (listen.coaps is
+accepted and ignored with a warning).`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if config == "" {
+				return usageError{errors.New("registrar: --config FILE is required (gatehouse config example registrar prints one)")}
+			}
+			return a.runRegistrar(cmd, config)
+		},
+	}
+	cmd.Flags().StringVar(&config, "config", "", "registrar config file, YAML (required)")
+	return cmd
+}
+
+func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
+	cfg, err := configs.LoadRegistrar(path)
+	if err != nil {
+		return err
+	}
+	if cfg.Listen.Admin != "" && cfg.Listen.AdminTokenFile != "" {
+		// TODO(#admin-auth): bearer token authentication of the admin API.
+		return errors.New("registrar: listen.adminTokenFile is not supported yet; bind listen.admin to a loopback address and remove it")
+	}
+	ctx, stop := signalContext(cmd.Context())
+	defer stop()
+	// Every key file the config names must be 0600, even those not used yet.
+	if cfg.DomainCA.KeyFile != "" {
+		if err := checkKeyFile("domainCA", cfg.DomainCA.KeyFile); err != nil {
+			return err
+		}
+	}
+	ra, err := loadKeyPair(ctx, "tls", cfg.TLS.CertFile, cfg.TLS.KeyFile)
+	if err != nil {
+		return err
+	}
+	domain, err := readCertificates(cfg.DomainCA.CertFile)
+	if err != nil {
+		return fmt.Errorf("domainCA certificate %s: %w", cfg.DomainCA.CertFile, err)
+	}
+	rcfg := registrar.Config{
+		MASADialTimeout: cfg.MASAClient.DialTimeout.D(),
+		MASATimeout:     cfg.MASAClient.Timeout.D(),
+		MASAMaxInFlight: cfg.MASAClient.MaxInFlight,
+	}
+	for _, m := range cfg.Manufacturers {
+		rm, err := registrarManufacturer(m)
+		if err != nil {
+			return fmt.Errorf("manufacturer %s: %w", m.Name, err)
+		}
+		rcfg.Manufacturers = append(rcfg.Manufacturers, rm)
+	}
+
+	logger := newLogger(a.stderr, cfg.Log.Level)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("dataDir: %w", err)
+	}
+	db, err := store.Open(filepath.Join(cfg.DataDir, registrarDBFile), store.Options{Clock: a.clk})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	auditPath := cfg.Log.AuditFile
+	if auditPath == "" {
+		auditPath = filepath.Join(cfg.DataDir, auditFileName)
+	}
+	auditLog, auditFile, err := openAuditFile(auditPath)
+	if err != nil {
+		return err
+	}
+	defer auditFile.Close()
+	rec := audit.NewRecorder(db, auditLog)
+	reg := newMetricsRegistry()
+	svc, err := registrar.New(rcfg, registrar.Deps{
+		Logger:   logger,
+		Clock:    a.clk,
+		Metrics:  reg,
+		Store:    db,
+		Audit:    rec,
+		RA:       ra,
+		DomainCA: domain,
+	})
+	if err != nil {
+		return err
+	}
+	if cfg.Listen.CoAPS != "" {
+		logger.Warn("CoAPS is not served yet; listen.coaps is ignored", slog.String("addr", cfg.Listen.CoAPS))
+	}
+	var ready atomic.Bool
+	var eps []endpoint
+	httpsLn, err := listen("registrar https", cfg.Listen.HTTPS)
+	if err != nil {
+		return err
+	}
+	srv := newServer(svc.Handler(), nil, logger)
+	svc.ConfigureServer(srv)
+	eps = append(eps, endpoint{name: "registrar", ln: httpsLn, srv: srv, tls: true})
+	if cfg.Listen.Admin != "" {
+		adminLn, err := listen("admin", cfg.Listen.Admin)
+		if err != nil {
+			_ = httpsLn.Close()
+			return err
+		}
+		eps = append(eps, endpoint{name: "admin", ln: adminLn, srv: newServer(adminHandler(reg, svc.AdminHandler(), &ready), nil, logger)})
+	}
+	if err := rec.Record(ctx, audit.New(audit.Startup, "component", "registrar", "config", path, "listen", httpsLn.Addr().String())); err != nil {
+		closeListeners(eps)
+		return err
+	}
+	printEndpoints(cmd.OutOrStdout(), eps)
+	serveErr := serveAll(ctx, logger, eps, &ready)
+	_ = rec.Record(context.WithoutCancel(ctx), audit.New(audit.Shutdown, "component", "registrar"))
+	return serveErr
+}
+
+// registrarManufacturer turns a configured manufacturer into the
+// registrar's, reading its anchor files.
+func registrarManufacturer(m configs.Manufacturer) (registrar.Manufacturer, error) {
+	rm := registrar.Manufacturer{
+		Name:               m.Name,
+		Policy:             registrar.Policy(m.Policy),
+		Allowlist:          m.Allowlist,
+		IgnoreIDevIDExpiry: m.IgnoreIDevIDExpiry,
+		IDevID:             pki.IDevIDOptions{IssuerEncoding: pki.IssuerEncoding(m.IDevIDIssuerEncoding)},
+	}
+	if m.SerialNumberAttribute != "serialNumber" {
+		rm.IDevID.SerialFallback = m.SerialNumberAttribute
+	}
+	var err error
+	if rm.IDevIDRoots, err = readCertificateFiles("idevidAnchors", m.IDevIDAnchors); err != nil {
+		return rm, err
+	}
+	if rm.MASAAnchors, err = readCertificateFiles("masaAnchors", m.MASAAnchors); err != nil {
+		return rm, err
+	}
+	if len(m.MASATLSAnchors) > 0 {
+		tlsRoots, err := readCertificateFiles("masaTLSAnchors", m.MASATLSAnchors)
+		if err != nil {
+			return rm, err
+		}
+		rm.MASATLSRoots = x509.NewCertPool()
+		for _, c := range tlsRoots {
+			rm.MASATLSRoots.AddCert(c)
+		}
+	}
+	for _, s := range m.MASAURLs {
+		u, err := url.Parse(s)
+		if err != nil {
+			return rm, fmt.Errorf("masaURLs: %w", err)
+		}
+		rm.MASAURLs = append(rm.MASAURLs, u)
+	}
+	if m.MASAURLOverride != "" {
+		if rm.MASAURLOverride, err = url.Parse(m.MASAURLOverride); err != nil {
+			return rm, fmt.Errorf("masaURLOverride: %w", err)
+		}
+	}
+	return rm, nil
+}
+
+// printEndpoints prints "role: URL" lines for the bound listeners.
+func printEndpoints(w io.Writer, eps []endpoint) {
+	for _, e := range eps {
+		fmt.Fprintf(w, "%s: %s\n", e.name, e.URL())
+	}
+	fmt.Fprintln(w, "ready (Ctrl-C to stop)")
+}
+
+func closeListeners(eps []endpoint) {
+	for _, e := range eps {
+		_ = e.ln.Close()
+	}
+}

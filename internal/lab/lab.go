@@ -1,0 +1,331 @@
+package lab
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/jmhodges/clock"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatehouse-pki/gatehouse/internal/audit"
+	"github.com/gatehouse-pki/gatehouse/masa"
+	"github.com/gatehouse-pki/gatehouse/registrar"
+	"github.com/gatehouse-pki/gatehouse/store"
+)
+
+// Default listen addresses (DESIGN.md, `gatehouse lab`).
+const (
+	DefaultHTTPSAddr = "127.0.0.1:8443"
+	DefaultCoAPSAddr = "127.0.0.1:5684"
+	DefaultMASAAddr  = "127.0.0.1:9443"
+	DefaultAdminAddr = "127.0.0.1:9090"
+)
+
+// Files under the data directory besides the lab PKI.
+const (
+	RegistrarDBFile    = "registrar.db"
+	MASADBFile         = "masa.db"
+	RegistrarAuditFile = "audit.log"
+	MASAAuditFile      = "masa-audit.log"
+)
+
+// Options configure Open.
+type Options struct {
+	// Dir is the data directory. Default "./data".
+	Dir string
+	// HTTPSAddr, MASAAddr and AdminAddr are the listen addresses of the
+	// registrar (BRSKI over HTTPS), the MASA and the admin listener. Port 0
+	// picks a free port. Defaults: DefaultHTTPSAddr, DefaultMASAAddr,
+	// DefaultAdminAddr.
+	HTTPSAddr, MASAAddr, AdminAddr string
+	// Clock is the only source of time. Required.
+	Clock clock.Clock
+	// Logger receives the services' request logs. Required.
+	Logger *slog.Logger
+	// Metrics registers both services' metrics. Required; never the
+	// global registry.
+	Metrics prometheus.Registerer
+	// Hostname is added to a newly generated registrar certificate
+	// (os.Hostname()). Optional.
+	Hostname string
+}
+
+// WithDefaults returns o with every unset address and Dir at its default.
+func (o Options) WithDefaults() Options {
+	if o.Dir == "" {
+		o.Dir = "data"
+	}
+	if o.HTTPSAddr == "" {
+		o.HTTPSAddr = DefaultHTTPSAddr
+	}
+	if o.MASAAddr == "" {
+		o.MASAAddr = DefaultMASAAddr
+	}
+	if o.AdminAddr == "" {
+		o.AdminAddr = DefaultAdminAddr
+	}
+	return o
+}
+
+// Lab is an opened lab: its PKI, both services over their own stores, and
+// the bound listeners, ready to serve. Close releases what Open opened.
+type Lab struct {
+	// PKI is the lab PKI.
+	PKI *PKI
+	// Generated reports that Open generated the PKI (first start).
+	Generated bool
+	// MASAURL is the MASA base URL the registrar calls.
+	MASAURL *url.URL
+	// Registrar is the registrar service.
+	Registrar *registrar.Service
+	// MASA is the MASA service.
+	MASA *masa.Service
+	// HTTPS, MASAListener and Admin are the bound listeners (registrar,
+	// MASA, admin); serve HTTPS with Registrar.ConfigureServer and
+	// MASAListener with MASA.TLSConfig(PKI.MASATLS).
+	HTTPS, MASAListener, Admin net.Listener
+
+	closers []io.Closer
+}
+
+// Open binds the listeners, generates the lab PKI under opts.Dir on first
+// start (naming the bound MASA address in the IDevIDs) or loads the
+// existing one, opens the MASA's and the registrar's bbolt stores and audit
+// files, registers the lab pledges with the MASA, and builds both services.
+// On error everything opened so far is closed.
+func Open(ctx context.Context, opts Options) (*Lab, error) {
+	opts = opts.WithDefaults()
+	if opts.Clock == nil || opts.Logger == nil || opts.Metrics == nil {
+		return nil, errors.New("lab: clock, logger and metrics registerer are required")
+	}
+	l := &Lab{}
+	if err := l.open(ctx, opts); err != nil {
+		_ = l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Lab) open(ctx context.Context, opts Options) error {
+	var err error
+	if l.HTTPS, err = listen("registrar https", opts.HTTPSAddr); err != nil {
+		return err
+	}
+	l.closers = append(l.closers, l.HTTPS)
+	if l.MASAListener, err = listen("masa", opts.MASAAddr); err != nil {
+		return err
+	}
+	l.closers = append(l.closers, l.MASAListener)
+	if l.Admin, err = listen("admin", opts.AdminAddr); err != nil {
+		return err
+	}
+	l.closers = append(l.closers, l.Admin)
+	masaAuthority := dialable(l.MASAListener.Addr())
+
+	exists, err := Exists(opts.Dir)
+	if err != nil {
+		return err
+	}
+	if !exists {
+		if err := Generate(opts.Dir, GenerateOptions{Clock: opts.Clock, MASAAuthority: masaAuthority, Hostname: opts.Hostname}); err != nil {
+			return err
+		}
+		l.Generated = true
+	}
+	if l.PKI, err = Load(ctx, opts.Dir); err != nil {
+		return err
+	}
+	l.MASAURL = &url.URL{Scheme: "https", Host: masaAuthority, Path: "/.well-known/brski"}
+
+	if err := l.openMASA(ctx, opts); err != nil {
+		return err
+	}
+	return l.openRegistrar(ctx, opts)
+}
+
+func (l *Lab) openMASA(ctx context.Context, opts Options) error {
+	db, err := store.Open(filepath.Join(opts.Dir, MASADBFile), store.Options{Clock: opts.Clock})
+	if err != nil {
+		return fmt.Errorf("lab: masa store: %w", err)
+	}
+	l.closers = append(l.closers, db)
+	rec, err := l.recorder(db, filepath.Join(opts.Dir, MASAAuditFile))
+	if err != nil {
+		return err
+	}
+	p := l.PKI
+	svc, err := masa.New(masa.Config{Ownership: masa.OwnershipFirstClaim}, masa.Deps{
+		Logger:        opts.Logger,
+		Clock:         opts.Clock,
+		Metrics:       opts.Metrics,
+		Store:         db,
+		Audit:         rec,
+		SigningKey:    p.MASASigning.PrivateKey.(crypto.Signer),
+		SigningChain:  p.MASAAnchors,
+		IDevIDAnchors: []*x509.Certificate{p.IDevIDCA},
+	})
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	// Register the lab's pledges as known but unowned: the first domain to
+	// claim one owns it (first-claim). A device already known keeps its
+	// owner across restarts.
+	for _, pl := range p.Pledges {
+		_, err := db.MASADevice(ctx, pl.Serial)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("lab: masa device %s: %w", pl.Serial, err)
+		}
+		if err := svc.RegisterDevice(ctx, pl.Serial, nil); err != nil {
+			return fmt.Errorf("lab: %w", err)
+		}
+	}
+	if err := rec.Record(ctx, audit.New(audit.Startup, "component", "masa", "mode", "lab", "listen", l.MASAListener.Addr().String())); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	l.MASA = svc
+	return nil
+}
+
+func (l *Lab) openRegistrar(ctx context.Context, opts Options) error {
+	db, err := store.Open(filepath.Join(opts.Dir, RegistrarDBFile), store.Options{Clock: opts.Clock})
+	if err != nil {
+		return fmt.Errorf("lab: registrar store: %w", err)
+	}
+	l.closers = append(l.closers, db)
+	rec, err := l.recorder(db, filepath.Join(opts.Dir, RegistrarAuditFile))
+	if err != nil {
+		return err
+	}
+	p := l.PKI
+	tlsRoots := x509.NewCertPool()
+	for _, c := range p.MASATLSRoots {
+		tlsRoots.AddCert(c)
+	}
+	m := registrar.Manufacturer{
+		Name:         ManufacturerName,
+		IDevIDRoots:  []*x509.Certificate{p.IDevIDCA},
+		MASAAnchors:  p.MASAAnchors,
+		MASATLSRoots: tlsRoots,
+		MASAURLs:     []*url.URL{l.MASAURL},
+		Policy:       registrar.PolicyAcceptAll,
+	}
+	if p.MASAAuthority != l.MASAURL.Host {
+		// The IDevIDs name the MASA address of the first start; this start
+		// bound another one.
+		m.MASAURLOverride = l.MASAURL
+	}
+	svc, err := registrar.New(registrar.Config{Manufacturers: []registrar.Manufacturer{m}}, registrar.Deps{
+		Logger:   opts.Logger,
+		Clock:    opts.Clock,
+		Metrics:  opts.Metrics,
+		Store:    db,
+		Audit:    rec,
+		RA:       p.Registrar,
+		DomainCA: []*x509.Certificate{p.DomainCA},
+	})
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	if err := rec.Record(ctx, audit.New(audit.Startup, "component", "registrar", "mode", "lab", "listen", l.HTTPS.Addr().String())); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	l.Registrar = svc
+	return nil
+}
+
+// recorder opens the JSON audit file at path (append, mode 0600) and
+// returns a recorder writing to db and mirroring to it.
+func (l *Lab) recorder(db *store.DB, path string) (*audit.Recorder, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600) //nolint:gosec // under the lab's data directory
+	if err != nil {
+		return nil, fmt.Errorf("lab: audit file: %w", err)
+	}
+	l.closers = append(l.closers, f)
+	return audit.NewRecorder(db, slog.New(slog.NewJSONHandler(f, nil))), nil
+}
+
+// Close closes the listeners (if still open), the stores and the audit
+// files, in reverse order of opening.
+func (l *Lab) Close() error {
+	var errs []error
+	for i := len(l.closers) - 1; i >= 0; i-- {
+		err := l.closers[i].Close()
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	l.closers = nil
+	return errors.Join(errs...)
+}
+
+// PledgeCommand returns a ready-to-paste `pledge enroll` command for the
+// pledge serial against the registrar at registrarURL, run as prog, with
+// its output under DIR/out/<serial>.
+func (l *Lab) PledgeCommand(prog, registrarURL, serial string) string {
+	p := l.PKI.Paths
+	args := []string{prog, "pledge", "enroll",
+		"--registrar", registrarURL,
+		"--idevid", p.PledgeIDevID(serial),
+		"--key", p.PledgeKey(serial),
+		"--masa-anchor", p.MASA,
+		"--out", filepath.Join(p.Dir, "out", serial),
+	}
+	for i, a := range args {
+		args[i] = shellQuote(a)
+	}
+	return strings.Join(args, " ")
+}
+
+// shellQuote quotes s for a POSIX shell when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=@+,", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// listen binds addr, with an error an operator can act on.
+func listen(role, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("lab: %s: listen on %s: %w (is another lab running? pick another address with a flag)", role, addr, err)
+	}
+	return ln, nil
+}
+
+// dialable returns host:port for a bound address, replacing an unspecified
+// host (0.0.0.0, ::) with the matching loopback address, which the lab
+// certificates name.
+func dialable(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if ip.To4() != nil {
+			host = "127.0.0.1"
+		} else {
+			host = "::1"
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// Dialable returns the URL-ready host:port of a bound listener (see
+// dialable): what the lab prints.
+func Dialable(ln net.Listener) string { return dialable(ln.Addr()) }
