@@ -170,6 +170,13 @@ func (a *adversary) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write(bytes.Repeat([]byte{0x30}, OversizedBytes))
 		return
 	case ModeSlow:
+		// Read the body first: net/http notices a client that went away
+		// (and cancels r.Context) only once the body has been consumed.
+		body, err := io.ReadAll(io.LimitReader(r.Body, masa.MaxRequestBytes+1))
+		if err != nil {
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		timer := time.NewTimer(a.delay)
 		defer timer.Stop()
 		select {
