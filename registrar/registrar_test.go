@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,8 @@ import (
 	"github.com/jmhodges/clock"
 
 	"github.com/gatehouse-pki/gatehouse/internal/audit"
+	"github.com/gatehouse-pki/gatehouse/internal/problem"
+	"github.com/gatehouse-pki/gatehouse/internal/web"
 	"github.com/gatehouse-pki/gatehouse/masa/masatest"
 	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 	"github.com/gatehouse-pki/gatehouse/registrar"
@@ -108,7 +112,12 @@ func (e *env) pledge(t testing.TB, serial string, opts ...pkitest.Option) *regis
 // and the voucher.
 func (e *env) onboard(t testing.TB, p *registrartest.Pledge) (pvr, vch []byte) {
 	t.Helper()
-	pvr = p.Sign(t, p.Request(t))
+	return e.onboardReq(t, p, p.Request(t))
+}
+
+func (e *env) onboardReq(t testing.TB, p *registrartest.Pledge, req *voucher.Request) (pvr, vch []byte) {
+	t.Helper()
+	pvr = p.Sign(t, req)
 	resp, body, err := p.RequestVoucher(t.Context(), pvr)
 	if err != nil {
 		t.Fatalf("request voucher: %v", err)
@@ -334,4 +343,21 @@ func TestRegistrarVoucherRequest_Fields(t *testing.T) {
 		len(rvr.IDevIDIssuer) == 0 || rvr.ProximityRegistrarCert != nil || !rvr.CreatedOn.Equal(e.fc.Now()) {
 		t.Errorf("RVR fields wrong: %+v", rvr)
 	}
+}
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}
+
+// errorsAsProblem returns the HTTP status of a problem error.
+func errorsAsProblem(err error) (int, bool) {
+	p, ok := errors.AsType[*problem.Error](err)
+	if !ok {
+		return 0, false
+	}
+	return web.Status(p.Kind), true
 }
