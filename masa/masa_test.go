@@ -136,7 +136,14 @@ type post struct {
 	client      *tls.Certificate
 }
 
-func (f *fixture) post(t testing.TB, body []byte, p post) (*http.Response, []byte) {
+// reply is what a test keeps of a response (its body already read and
+// closed).
+type reply struct {
+	StatusCode int
+	Header     http.Header
+}
+
+func (f *fixture) post(t testing.TB, body []byte, p post) (reply, []byte) {
 	t.Helper()
 	if p.path == "" {
 		p.path = masa.PathRequestVoucher
@@ -165,7 +172,7 @@ func (f *fixture) post(t testing.TB, body []byte, p post) (*http.Response, []byt
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp, b
+	return reply{StatusCode: resp.StatusCode, Header: resp.Header}, b
 }
 
 // verifyVoucher checks the voucher's signature against the MASA anchor at
@@ -338,8 +345,7 @@ func TestService_RequestVoucher_Nonceless(t *testing.T) {
 	}
 }
 
-func TestService_RequestVoucher_Registry(t *testing.T) {
-	t.Parallel()
+func TestService_RequestVoucher_Registry(t *testing.T) { // subtests share one MASA and compare its state: sequential
 	f := newFixture(t, masa.OwnershipRegistry)
 	other := pkitest.NewCA(t, pkitest.Name("Other Domain CA"))
 	f.srv.RegisterDevice(t, "SN-MINE", f.domain.Cert)
@@ -395,21 +401,25 @@ func raWithoutCMCRA(t testing.TB, domain *pkitest.CA) *pkitest.Leaf {
 		TLS: tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}}
 }
 
-func TestService_RequestVoucher_Refusals(t *testing.T) {
-	t.Parallel()
+func TestService_RequestVoucher_Refusals(t *testing.T) { // subtests share one MASA and compare its state: sequential
 	f := newFixture(t, masa.OwnershipFirstClaim)
 	// SN-TAKEN belongs to another domain.
 	other := pkitest.NewCA(t, pkitest.Name("Other Domain CA"))
 	f.srv.RegisterDevice(t, "SN-TAKEN", other.Cert)
 
 	ok := func(serial string) func(t *testing.T) ([]byte, post) {
-		return func(t *testing.T) ([]byte, post) { return f.proximityRVR(t, serial), post{} }
+		t.Helper()
+		return func(t *testing.T) ([]byte, post) {
+			t.Helper()
+			return f.proximityRVR(t, serial), post{}
+		}
 	}
 	tests := map[string]struct {
 		build func(t *testing.T) ([]byte, post)
 		want  int
 	}{
 		"media-type": {build: func(t *testing.T) ([]byte, post) {
+			t.Helper()
 			b, p := ok("SN-R1")(t)
 			p.contentType = "application/json"
 			return b, p
@@ -418,6 +428,7 @@ func TestService_RequestVoucher_Refusals(t *testing.T) {
 			return bytes.Repeat([]byte{0x30}, masa.MaxRequestBytes+1), post{}
 		}, want: http.StatusRequestEntityTooLarge},
 		"accept-not-satisfiable": {build: func(t *testing.T) ([]byte, post) {
+			t.Helper()
 			b, p := ok("SN-R2")(t)
 			p.accept = "application/voucher+cose"
 			return b, p
@@ -426,12 +437,14 @@ func TestService_RequestVoucher_Refusals(t *testing.T) {
 			return []byte("not cms"), post{}
 		}, want: http.StatusForbidden},
 		"rvr-signed-by-another-key": {build: func(t *testing.T) ([]byte, post) {
+			t.Helper()
 			b, p := ok("SN-R3")(t)
 			ra2 := pkitest.NewRACert(t, f.domain, nil)
 			p.client = &ra2.TLS
 			return b, p
 		}, want: http.StatusForbidden},
 		"ra-without-cmcRA": {build: func(t *testing.T) ([]byte, post) {
+			t.Helper()
 			ra := raWithoutCMCRA(t, f.domain)
 			idevid := pkitest.NewIDevID(t, f.mfg, "SN-R4", f.srv.Authority)
 			pvr := signPVR(t, pvrOpts{idevid: idevid, nonce: nonceBytes(t), proximity: ra.Cert})
@@ -441,39 +454,46 @@ func TestService_RequestVoucher_Refusals(t *testing.T) {
 			return rvr, post{client: &ra.TLS}
 		}, want: http.StatusForbidden},
 		"nonce-mismatch": {build: func(t *testing.T) ([]byte, post) {
+			t.Helper()
 			idevid := pkitest.NewIDevID(t, f.mfg, "SN-R5", f.srv.Authority)
 			pvr := signPVR(t, pvrOpts{idevid: idevid, nonce: nonceBytes(t), proximity: f.ra.Cert})
 			return f.rvr(t, "SN-R5", pvr, []byte("another-nonce-16"), ""), post{}
 		}, want: http.StatusForbidden},
 		"nonce-text-mismatch": {build: func(t *testing.T) ([]byte, post) {
+			t.Helper()
 			idevid := pkitest.NewIDevID(t, f.mfg, "SN-R6", f.srv.Authority)
 			pvr := signPVR(t, pvrOpts{idevid: idevid, nonce: nonceBytes(t), nonceText: nonceText, proximity: f.ra.Cert})
 			// Same bytes, re-encoded: not relayed verbatim.
 			return f.rvr(t, "SN-R6", pvr, nonceBytes(t), base64.StdEncoding.EncodeToString(nonceBytes(t))), post{}
 		}, want: http.StatusForbidden},
 		"pvr-without-nonce-in-rvr": {build: func(t *testing.T) ([]byte, post) {
+			t.Helper()
 			idevid := pkitest.NewIDevID(t, f.mfg, "SN-R7", f.srv.Authority)
 			pvr := signPVR(t, pvrOpts{idevid: idevid, nonce: nonceBytes(t), proximity: f.ra.Cert})
 			return f.rvr(t, "SN-R7", pvr, nil, ""), post{}
 		}, want: http.StatusForbidden},
 		"serial-mismatch": {build: func(t *testing.T) ([]byte, post) {
+			t.Helper()
 			idevid := pkitest.NewIDevID(t, f.mfg, "SN-R8", f.srv.Authority)
 			pvr := signPVR(t, pvrOpts{idevid: idevid, nonce: nonceBytes(t), proximity: f.ra.Cert})
 			return f.rvr(t, "SN-R8-OTHER", pvr, nonceBytes(t), ""), post{}
 		}, want: http.StatusForbidden},
 		"unknown-manufacturer": {build: func(t *testing.T) ([]byte, post) {
+			t.Helper()
 			rogue := pkitest.NewCA(t, pkitest.Name("Rogue Mfg"), pkitest.Clock(f.fc))
 			idevid := pkitest.NewIDevID(t, rogue, "SN-R9", f.srv.Authority)
 			pvr := signPVR(t, pvrOpts{idevid: idevid, nonce: nonceBytes(t), proximity: f.ra.Cert})
 			return f.rvr(t, "SN-R9", pvr, nonceBytes(t), ""), post{}
 		}, want: http.StatusForbidden},
 		"proximity-cert-of-another-registrar": {build: func(t *testing.T) ([]byte, post) {
+			t.Helper()
 			idevid := pkitest.NewIDevID(t, f.mfg, "SN-R10", f.srv.Authority)
 			elsewhere := pkitest.NewRACert(t, pkitest.NewCA(t), nil)
 			pvr := signPVR(t, pvrOpts{idevid: idevid, nonce: nonceBytes(t), proximity: elsewhere.Cert})
 			return f.rvr(t, "SN-R10", pvr, nonceBytes(t), ""), post{}
 		}, want: http.StatusForbidden},
 		"copied-domain-ca": {build: func(t *testing.T) ([]byte, post) {
+			t.Helper()
 			// A registrar of another domain embeds our domain CA to have it pinned.
 			rogueDomain := pkitest.NewCA(t, pkitest.Name("Example Domain CA"), pkitest.Clock(f.fc))
 			ra := pkitest.NewRACert(t, rogueDomain, nil)
@@ -485,6 +505,7 @@ func TestService_RequestVoucher_Refusals(t *testing.T) {
 			return rvr, post{client: &ra.TLS}
 		}, want: http.StatusForbidden},
 		"stale-created-on": {build: func(t *testing.T) ([]byte, post) {
+			t.Helper()
 			rvr := signRVR(t, f.ra.Key, []*x509.Certificate{f.ra.Cert, f.domain.Cert}, voucher.Request{
 				Fields: voucher.Fields{CreatedOn: f.fc.Now().Add(-time.Hour), SerialNumber: "SN-R12"},
 			})
@@ -492,6 +513,7 @@ func TestService_RequestVoucher_Refusals(t *testing.T) {
 		}, want: http.StatusForbidden},
 		"owned-by-another-domain": {build: ok("SN-TAKEN"), want: http.StatusForbidden},
 		"no-serial": {build: func(t *testing.T) ([]byte, post) {
+			t.Helper()
 			rvr := signRVR(t, f.ra.Key, []*x509.Certificate{f.ra.Cert, f.domain.Cert}, voucher.Request{
 				Fields: voucher.Fields{CreatedOn: f.fc.Now(), Nonce: nonceBytes(t)},
 			})

@@ -57,7 +57,7 @@ func (s *Service) RequestVoucher(ctx context.Context, req VoucherRequest) (*Resp
 		// RFC 8995 §5.6: 406 when the MASA cannot produce the requested type.
 		return nil, problem.New(problem.NotAcceptable, nil, "this MASA only issues %s vouchers", MediaVoucherCMS)
 	}
-	c, err := s.authorize(ctx, req.Raw, req.Peer)
+	c, err := s.authorize(req.Raw, req.Peer)
 	if err == nil {
 		err = s.checkOwner(ctx, c)
 	}
@@ -203,7 +203,7 @@ func certID(c *x509.Certificate) string {
 
 // authorize authenticates the registrar and checks the RVR and the PVR it
 // wraps (RFC 8995 §5.5.1–§5.5.6). Failures are problem errors.
-func (s *Service) authorize(ctx context.Context, raw []byte, peer []*x509.Certificate) (*claim, error) {
+func (s *Service) authorize(raw []byte, peer []*x509.Certificate) (*claim, error) {
 	if len(peer) == 0 || peer[0] == nil {
 		return nil, problem.New(problem.Unauthorized, nil, "a TLS client certificate is required")
 	}

@@ -57,7 +57,12 @@ func sign(t *testing.T, r voucher.Request, by *pkitest.Leaf, chain []*x509.Certi
 	return signed
 }
 
-func do(ctx context.Context, t *testing.T, s *masatest.Server, e *env, path string, body []byte) (*http.Response, []byte, error) {
+type reply struct {
+	StatusCode int
+	Header     http.Header
+}
+
+func do(ctx context.Context, t *testing.T, s *masatest.Server, e *env, path string, body []byte) (reply, []byte, error) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+path, bytes.NewReader(body))
 	if err != nil {
@@ -66,11 +71,11 @@ func do(ctx context.Context, t *testing.T, s *masatest.Server, e *env, path stri
 	req.Header.Set("Content-Type", masa.MediaVoucherCMS)
 	resp, err := s.Client(t, &e.ra.TLS).Do(req)
 	if err != nil {
-		return nil, nil, err
+		return reply{}, nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return resp, b, err
+	return reply{StatusCode: resp.StatusCode, Header: resp.Header}, b, err
 }
 
 func TestStart_Counters(t *testing.T) {
@@ -103,6 +108,7 @@ func TestStartAdversarial(t *testing.T) {
 	type check func(t *testing.T, s *masatest.Server, e *env, status int, h http.Header, b []byte)
 	wantStatus := func(code int) check {
 		return func(t *testing.T, _ *masatest.Server, _ *env, status int, _ http.Header, b []byte) {
+			t.Helper()
 			if status != code {
 				t.Fatalf("status %d, want %d: %s", status, code, b)
 			}
@@ -110,6 +116,7 @@ func TestStartAdversarial(t *testing.T) {
 	}
 	verifyErr := func(want error) check {
 		return func(t *testing.T, s *masatest.Server, _ *env, status int, _ http.Header, b []byte) {
+			t.Helper()
 			if _, err := verify(s, b); status != http.StatusOK || !errors.Is(err, want) {
 				t.Fatalf("status %d, verify err %v, want %v", status, err, want)
 			}
@@ -117,6 +124,7 @@ func TestStartAdversarial(t *testing.T) {
 	}
 	voucherCheck := func(bad func(*voucher.Voucher, *env) bool) check {
 		return func(t *testing.T, s *masatest.Server, e *env, status int, _ http.Header, b []byte) {
+			t.Helper()
 			v, err := verify(s, b)
 			if status != http.StatusOK || err != nil || !bad(v, e) {
 				t.Fatalf("status %d err %v voucher %+v", status, err, v)
@@ -142,11 +150,13 @@ func TestStartAdversarial(t *testing.T) {
 		masatest.ModeNotAcceptable:    wantStatus(http.StatusNotAcceptable),
 		masatest.ModeUnsupportedMedia: wantStatus(http.StatusUnsupportedMediaType),
 		masatest.ModeUnavailable: func(t *testing.T, _ *masatest.Server, _ *env, status int, h http.Header, _ []byte) {
+			t.Helper()
 			if status != http.StatusServiceUnavailable || h.Get("Retry-After") == "" {
 				t.Fatalf("status %d Retry-After %q", status, h.Get("Retry-After"))
 			}
 		},
 		masatest.ModeOversized: func(t *testing.T, _ *masatest.Server, _ *env, status int, _ http.Header, b []byte) {
+			t.Helper()
 			if status != http.StatusOK || len(b) != masatest.OversizedBytes {
 				t.Fatalf("status %d, %d bytes", status, len(b))
 			}
