@@ -58,9 +58,12 @@ type AuditEvent struct {
 
 // Truncation is the "truncation" member: counts of events left out.
 type Truncation struct {
-	NoncedDuplicates    int
+	// NoncedDuplicates is "nonced duplicates".
+	NoncedDuplicates int
+	// NoncelessDuplicates is "nonceless duplicates".
 	NoncelessDuplicates int
-	Arbitrary           int
+	// Arbitrary is "arbitrary".
+	Arbitrary int
 }
 
 // IsZero reports whether nothing was truncated.

@@ -35,8 +35,10 @@ type VoucherRequest struct {
 
 // Response is a successful answer: a body and its media type.
 type Response struct {
+	// MediaType is the body's Content-Type.
 	MediaType string
-	Body      []byte
+	// Body is the signed voucher or the audit-log JSON.
+	Body []byte
 }
 
 // claim is an authenticated and checked registrar voucher-request.
