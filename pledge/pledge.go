@@ -340,7 +340,7 @@ func (c *Client) dialTLS(ctx context.Context, network, addr string) (net.Conn, e
 		if errors.Is(err, ErrRegistrarChanged) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w: TLS handshake with %s: %w", ErrConnect, addr, err)
+		return nil, fmt.Errorf("%w: TLS handshake with %s%s: %w", ErrConnect, addr, alertHint(err), err)
 	}
 	return conn, nil
 }
@@ -417,7 +417,7 @@ func (c *Client) post(ctx context.Context, path, contentType, accept string, bod
 		if errors.Is(err, ErrConnect) || errors.Is(err, ErrRegistrarChanged) {
 			return nil, nil, fmt.Errorf("post %s: %w", path, err)
 		}
-		return nil, nil, fmt.Errorf("post %s: %w: %w", path, ErrConnect, err)
+		return nil, nil, fmt.Errorf("post %s: %w%s: %w", path, ErrConnect, alertHint(err), err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
@@ -428,6 +428,15 @@ func (c *Client) post(ctx context.Context, path, contentType, accept string, bod
 		return nil, nil, fmt.Errorf("post %s: response is larger than %d bytes", path, MaxResponseBytes)
 	}
 	return resp, b, nil
+}
+
+// alertHint explains a TLS alert from the registrar: with TLS 1.3 it
+// arrives with the first response, after the client's handshake completed.
+func alertHint(err error) string {
+	if strings.Contains(err.Error(), "remote error: tls:") {
+		return " (the registrar refused this IDevID: unknown manufacturer, or an IDevID not valid at the registrar's time)"
+	}
+	return ""
 }
 
 // statusError builds a StatusError from a response and its body.

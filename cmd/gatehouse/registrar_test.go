@@ -1,0 +1,151 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jmhodges/clock"
+
+	"github.com/gatehouse-pki/gatehouse/internal/lab"
+)
+
+// daemonFiles generates a lab PKI to build daemon configs from, valid now:
+// the daemons run on the real clock.
+func daemonFiles(t *testing.T) lab.Paths {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "pki")
+	if err := lab.Generate(dir, lab.GenerateOptions{Clock: clock.New(), MASAAuthority: "127.0.0.1:9443"}); err != nil {
+		t.Fatal(err)
+	}
+	return lab.PathsFor(dir)
+}
+
+// q quotes a path for YAML.
+func q(s string) string { return fmt.Sprintf("%q", s) }
+
+func masaConfig(t *testing.T, p lab.Paths) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "masa.yaml")
+	cfg := `dataDir: ` + q(filepath.Join(filepath.Dir(path), "masa-data")) + `
+listen: "127.0.0.1:0"
+admin: "127.0.0.1:0"
+tls: {certFile: ` + q(p.MASATLS) + `, keyFile: ` + q(p.MASATLSKey) + `}
+signing: {certFile: ` + q(p.MASA) + `, keyFile: ` + q(p.MASAKey) + `}
+idevidAnchors: [` + q(p.IDevIDCA) + `]
+ownership: {mode: first-claim}
+`
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func registrarConfig(t *testing.T, p lab.Paths, masaURL string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "registrar.yaml")
+	cfg := `dataDir: ` + q(filepath.Join(filepath.Dir(path), "registrar-data")) + `
+listen:
+  https: "127.0.0.1:0"
+  admin: "127.0.0.1:0"
+tls: {certFile: ` + q(p.Registrar) + `, keyFile: ` + q(p.RegistrarKey) + `}
+domainCA: {certFile: ` + q(p.DomainCA) + `, keyFile: ` + q(p.DomainCAKey) + `}
+manufacturers:
+  - name: lab
+    idevidAnchors: [` + q(p.IDevIDCA) + `]
+    masaAnchors: [` + q(p.MASA) + `]
+    masaTLSAnchors: [` + q(p.MASATLS) + `]
+    masaURLs: [` + q(masaURL) + `]
+    masaURLOverride: ` + q(masaURL) + `
+    policy: accept-all
+`
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestDaemons_MASAAndRegistrar runs `gatehouse masa` and `gatehouse
+// registrar` from configs as processes, enrols a pledge through them, and
+// stops both with SIGTERM.
+func TestDaemons_MASAAndRegistrar(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the gatehouse binary; skipped with -short")
+	}
+	t.Parallel()
+	bin := buildGatehouse(t)
+	p := daemonFiles(t)
+	work := t.TempDir()
+
+	m := startProc(t, work, bin, "masa", "--config", masaConfig(t, p))
+	mkv, _ := m.readUntil(t, "ready")
+	waitHealthy(t, mkv["admin"]+"/healthz")
+	if mkv["masa"] == "" {
+		t.Fatalf("masa printed no address: %v", mkv)
+	}
+
+	r := startProc(t, work, bin, "registrar", "--config", registrarConfig(t, p, mkv["masa"]+"/.well-known/brski"))
+	rkv, _ := r.readUntil(t, "ready")
+	waitHealthy(t, rkv["admin"]+"/healthz")
+	waitHealthy(t, rkv["admin"]+"/readyz")
+
+	code, out, errOut := runBin(t, work, bin, "pledge", "enroll", "--registrar", rkv["registrar"],
+		"--idevid", p.PledgeIDevID("GH-0003"), "--key", p.PledgeKey("GH-0003"), "--out", filepath.Join(work, "out"))
+	if code != 0 || !strings.Contains(out, "voucher accepted: pledge GH-0003") {
+		t.Fatalf("pledge enroll: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	// Without --masa-anchor, the lab layout next to the IDevID was used.
+	if !strings.Contains(errOut, "using MASA anchor") {
+		t.Errorf("no note about the lab-layout anchor: %q", errOut)
+	}
+	code, out, _ = runBin(t, work, bin, "devices", "list", "--admin", rkv["admin"])
+	if code != 0 || !strings.Contains(out, "GH-0003") {
+		t.Fatalf("devices list: exit %d\n%s", code, out)
+	}
+	r.stop(t)
+	m.stop(t)
+}
+
+func TestDaemons_KeyModeRefused(t *testing.T) {
+	t.Parallel()
+	p := daemonFiles(t)
+	tests := []struct {
+		name, cmd, config, key string
+	}{
+		{"registrar-tls-key", "registrar", registrarConfig(t, p, "https://127.0.0.1:9443/.well-known/brski"), p.RegistrarKey},
+		{"registrar-domain-ca-key", "registrar", registrarConfig(t, p, "https://127.0.0.1:9443/.well-known/brski"), p.DomainCAKey},
+		{"masa-signing-key", "masa", masaConfig(t, p), p.MASAKey},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			// Not parallel: the subtests loosen and restore shared files.
+			if err := os.Chmod(tc.key, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = os.Chmod(tc.key, 0o600) }()
+			code, _, errOut := runCLI(t, tc.cmd, "--config", tc.config)
+			if code != exitFailure {
+				t.Fatalf("exit %d, want %d (stderr %q)", code, exitFailure, errOut)
+			}
+			if strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, tc.key) || !strings.Contains(errOut, "0644") || !strings.Contains(errOut, "chmod 600") {
+				t.Fatalf("stderr = %q, want one line naming the key, its mode and the fix", errOut)
+			}
+		})
+	}
+}
+
+func TestDaemons_Usage(t *testing.T) {
+	t.Parallel()
+	for _, c := range []string{"registrar", "masa"} {
+		code, _, errOut := runCLI(t, c)
+		if code != exitUsage || !strings.Contains(errOut, "--config FILE is required") {
+			t.Errorf("%s without --config: exit %d, stderr %q", c, code, errOut)
+		}
+		code, _, errOut = runCLI(t, c, "--config", filepath.Join(t.TempDir(), "missing.yaml"))
+		if code != exitFailure || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "missing.yaml") {
+			t.Errorf("%s with a missing config: exit %d, stderr %q", c, code, errOut)
+		}
+	}
+}
