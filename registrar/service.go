@@ -121,7 +121,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s := &Service{
 		cfg:       cfg,
-		log:       deps.Logger.With("component", "registrar"),
+		log:       deps.Logger.With(slog.String("component", "registrar")),
 		clk:       deps.Clock,
 		db:        deps.Store,
 		audit:     deps.Audit,

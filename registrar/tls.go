@@ -157,7 +157,7 @@ func (s *Service) classify(certs []*x509.Certificate) (*Peer, error) {
 		inter.AddCert(c)
 	}
 	now := s.clk.Now()
-	var lastErr error = errUnknownPeer
+	lastErr := errUnknownPeer
 	for i := range s.mfgs {
 		m := &s.mfgs[i]
 		chain, err := verifyIDevID(leaf, inter, m, now)

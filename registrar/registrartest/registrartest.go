@@ -162,7 +162,7 @@ func Start(t testing.TB, opts Options) *Registrar {
 	}
 	srv := web.NewServer(svc.Handler(), nil, opts.Logger)
 	svc.ConfigureServer(srv)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("registrartest: listen: %v", err)
 	}
