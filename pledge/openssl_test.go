@@ -55,7 +55,7 @@ func TestOpenSSLPledgeRequest(t *testing.T) {
 		TLSClientConfig: &tls.Config{
 			MinVersion:         tls.VersionTLS12,
 			Certificates:       []tls.Certificate{idevid.TLS},
-			InsecureSkipVerify: true, //nolint:gosec // provisional TLS, as a pledge does
+			InsecureSkipVerify: true, // provisional TLS, as a pledge does
 			VerifyConnection: func(cs tls.ConnectionState) error {
 				served = cs.PeerCertificates[0]
 				return nil

@@ -400,13 +400,20 @@ func verifyAgainstPin(chain []*x509.Certificate, pinned *x509.Certificate, now t
 	return nil
 }
 
+// answer is a registrar response, its body read and closed.
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
 // post sends body to path on the registrar connection and returns the
-// status, headers and body (capped at MaxResponseBytes).
-func (c *Client) post(ctx context.Context, path, contentType, accept string, body []byte) (*http.Response, []byte, error) {
+// answer (body capped at MaxResponseBytes).
+func (c *Client) post(ctx context.Context, path, contentType, accept string, body []byte) (*answer, error) {
 	u := c.base.ResolveReference(&url.URL{Path: path})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
 	if err != nil {
-		return nil, nil, fmt.Errorf("pledge: build request: %w", err)
+		return nil, fmt.Errorf("pledge: build request: %w", err)
 	}
 	req.Header.Set("Content-Type", contentType)
 	if accept != "" {
@@ -415,19 +422,19 @@ func (c *Client) post(ctx context.Context, path, contentType, accept string, bod
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if errors.Is(err, ErrConnect) || errors.Is(err, ErrRegistrarChanged) {
-			return nil, nil, fmt.Errorf("post %s: %w", path, err)
+			return nil, fmt.Errorf("post %s: %w", path, err)
 		}
-		return nil, nil, fmt.Errorf("post %s: %w%s: %w", path, ErrConnect, alertHint(err), err)
+		return nil, fmt.Errorf("post %s: %w%s: %w", path, ErrConnect, alertHint(err), err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
-		return nil, nil, fmt.Errorf("post %s: read response: %w", path, err)
+		return nil, fmt.Errorf("post %s: read response: %w", path, err)
 	}
 	if len(b) > MaxResponseBytes {
-		return nil, nil, fmt.Errorf("post %s: response is larger than %d bytes", path, MaxResponseBytes)
+		return nil, fmt.Errorf("post %s: response is larger than %d bytes", path, MaxResponseBytes)
 	}
-	return resp, b, nil
+	return &answer{status: resp.StatusCode, header: resp.Header, body: b}, nil
 }
 
 // alertHint explains a TLS alert from the registrar: with TLS 1.3 it
@@ -439,9 +446,9 @@ func alertHint(err error) string {
 	return ""
 }
 
-// statusError builds a StatusError from a response and its body.
-func statusError(path string, resp *http.Response, body []byte) *StatusError {
-	return &StatusError{Path: path, StatusCode: resp.StatusCode, Text: printable(body)}
+// statusError builds a StatusError from an answer.
+func statusError(path string, a *answer) *StatusError {
+	return &StatusError{Path: path, StatusCode: a.status, Text: printable(a.body)}
 }
 
 // printable returns the start of b as one line of printable text.

@@ -36,12 +36,12 @@ func (c *Client) postStatus(ctx context.Context, path string, ok bool, reason st
 	if err != nil {
 		return fmt.Errorf("pledge: encode %s: %w", path, err)
 	}
-	resp, b, err := c.post(ctx, path, MediaTypeJSON, "", body)
+	ans, err := c.post(ctx, path, MediaTypeJSON, "", body)
 	if err != nil {
 		return err
 	}
-	if resp.StatusCode/100 != 2 {
-		return statusError(path, resp, b)
+	if ans.status/100 != 2 {
+		return statusError(path, ans)
 	}
 	return nil
 }

@@ -113,23 +113,23 @@ func (c *Client) signRequest(registrarCert *x509.Certificate, nonce []byte) ([]b
 // than 202, and returns the 200 body and the number of POSTs.
 func (c *Client) postRequest(ctx context.Context, signed []byte) ([]byte, int, error) {
 	for attempt := 1; ; attempt++ {
-		resp, body, err := c.post(ctx, PathRequestVoucher, voucher.MediaTypeCMS, voucher.MediaTypeCMS, signed)
+		ans, err := c.post(ctx, PathRequestVoucher, voucher.MediaTypeCMS, voucher.MediaTypeCMS, signed)
 		if err != nil {
 			if ctx.Err() != nil && attempt > 1 {
 				return nil, attempt, fmt.Errorf("%w after %d attempts: %w", ErrPending, attempt-1, ctx.Err())
 			}
 			return nil, attempt, fmt.Errorf("request voucher: %w", err)
 		}
-		switch resp.StatusCode {
+		switch ans.status {
 		case http.StatusOK:
-			return body, attempt, nil
+			return ans.body, attempt, nil
 		case http.StatusAccepted:
 		default:
-			return nil, attempt, fmt.Errorf("request voucher: %w", statusError(PathRequestVoucher, resp, body))
+			return nil, attempt, fmt.Errorf("request voucher: %w", statusError(PathRequestVoucher, ans))
 		}
 		// RFC 8995 §5.6: wait as told (capped), then resend the identical
 		// request: same nonce, no new signature.
-		wait := c.retryWait(resp.Header.Get("Retry-After"))
+		wait := c.retryWait(ans.header.Get("Retry-After"))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -68,7 +68,7 @@ func (w syncWriter) Write(p []byte) (int, error) {
 func startProc(t *testing.T, dir, bin string, args ...string) *proc {
 	t.Helper()
 	p := &proc{lines: make(chan string, 256), done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...) //nolint:noctx // stopped with SIGTERM by the test, killed at cleanup
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
 	p.cmd.Stderr = syncWriter{&p.mu, &p.stderr}
 	out, err := p.cmd.StdoutPipe()
@@ -112,9 +112,10 @@ func (p *proc) output() (stdout, stderr string) {
 	return p.stdout.String(), p.stderr.String()
 }
 
-// readUntil reads stdout lines into a map of "key: value" lines until a
-// line starting with last, and returns the map and every line.
-func (p *proc) readUntil(t *testing.T, last string) (map[string]string, []string) {
+// readUntilReady reads stdout lines into a map of "key: value" lines until
+// the line starting with "ready", and returns the map and every line.
+func (p *proc) readUntilReady(t *testing.T) (map[string]string, []string) {
+	const last = "ready"
 	t.Helper()
 	kv := map[string]string{}
 	var all []string
@@ -213,7 +214,7 @@ func TestLab_EndToEnd(t *testing.T) {
 	work := t.TempDir()
 	data := filepath.Join(work, "data")
 	lab := startProc(t, work, bin, "lab", "--data", data, "--https", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0")
-	kv, lines := lab.readUntil(t, "ready")
+	kv, lines := lab.readUntilReady(t)
 	for _, k := range []string{"registrar", "masa", "admin", "coaps", "masa-anchor"} {
 		if kv[k] == "" {
 			t.Fatalf("no %q line in the banner:\n%s", k, strings.Join(lines, "\n"))
@@ -273,7 +274,7 @@ func TestLab_EndToEnd(t *testing.T) {
 
 	// A restart reuses the lab.
 	lab2 := startProc(t, work, bin, "lab", "--data", data, "--https", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0")
-	_, lines = lab2.readUntil(t, "ready")
+	_, lines = lab2.readUntilReady(t)
 	if !strings.Contains(lines[0], "reusing the lab PKI") {
 		t.Fatalf("restart banner: %q", lines[0])
 	}

@@ -119,13 +119,13 @@ func (a *app) runMASA(cmd *cobra.Command, path string) error {
 		tlsCfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
 	var ready atomic.Bool
-	ln, err := listen("masa https", cfg.Listen)
+	ln, err := listen(ctx, "masa https", cfg.Listen)
 	if err != nil {
 		return err
 	}
 	eps := []endpoint{{name: "masa", ln: ln, srv: newServer(svc.Handler(), tlsCfg, logger), tls: true}}
 	if cfg.Admin != "" {
-		adminLn, err := listen("admin", cfg.Admin)
+		adminLn, err := listen(ctx, "admin", cfg.Admin)
 		if err != nil {
 			_ = ln.Close()
 			return err

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"net/url"
@@ -90,7 +89,7 @@ func (a *app) pledgeEnroll(cmd *cobra.Command, f pledgeEnrollFlags) error {
 	if anchorFile == "" {
 		anchorFile = filepath.Join(filepath.Dir(f.idevid), "..", "..", "manufacturer", "masa.pem")
 		if _, err := os.Stat(anchorFile); err != nil {
-			return usageError{fmt.Errorf("pledge enroll: --masa-anchor is required: no lab layout next to the IDevID (%s: %v)", anchorFile, errors.Unwrap(err))}
+			return usageError{fmt.Errorf("pledge enroll: --masa-anchor is required (no lab layout next to the IDevID: %w)", err)}
 		}
 		fmt.Fprintf(cmd.ErrOrStderr(), "using MASA anchor %s (lab layout next to the IDevID)\n", anchorFile)
 	}
@@ -139,7 +138,7 @@ func (a *app) pledgeEnroll(cmd *cobra.Command, f pledgeEnrollFlags) error {
 
 // writeVoucher writes DIR/voucher (as received) and DIR/voucher.json.
 func writeVoucher(dir string, res *pledge.VoucherResult) ([]string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("--out: %w", err)
 	}
 	content, err := res.Voucher.MarshalJSON()

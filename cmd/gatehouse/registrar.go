@@ -127,7 +127,7 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 	}
 	var ready atomic.Bool
 	var eps []endpoint
-	httpsLn, err := listen("registrar https", cfg.Listen.HTTPS)
+	httpsLn, err := listen(ctx, "registrar https", cfg.Listen.HTTPS)
 	if err != nil {
 		return err
 	}
@@ -135,7 +135,7 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 	svc.ConfigureServer(srv)
 	eps = append(eps, endpoint{name: "registrar", ln: httpsLn, srv: srv, tls: true})
 	if cfg.Listen.Admin != "" {
-		adminLn, err := listen("admin", cfg.Listen.Admin)
+		adminLn, err := listen(ctx, "admin", cfg.Listen.Admin)
 		if err != nil {
 			_ = httpsLn.Close()
 			return err

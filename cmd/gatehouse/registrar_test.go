@@ -80,14 +80,14 @@ func TestDaemons_MASAAndRegistrar(t *testing.T) {
 	work := t.TempDir()
 
 	m := startProc(t, work, bin, "masa", "--config", masaConfig(t, p))
-	mkv, _ := m.readUntil(t, "ready")
+	mkv, _ := m.readUntilReady(t)
 	waitHealthy(t, mkv["admin"]+"/healthz")
 	if mkv["masa"] == "" {
 		t.Fatalf("masa printed no address: %v", mkv)
 	}
 
 	r := startProc(t, work, bin, "registrar", "--config", registrarConfig(t, p, mkv["masa"]+"/.well-known/brski"))
-	rkv, _ := r.readUntil(t, "ready")
+	rkv, _ := r.readUntilReady(t)
 	waitHealthy(t, rkv["admin"]+"/healthz")
 	waitHealthy(t, rkv["admin"]+"/readyz")
 
@@ -110,26 +110,30 @@ func TestDaemons_MASAAndRegistrar(t *testing.T) {
 
 func TestDaemons_KeyModeRefused(t *testing.T) {
 	t.Parallel()
-	p := daemonFiles(t)
+	const masaURL = "https://127.0.0.1:9443/.well-known/brski"
 	tests := []struct {
-		name, cmd, config, key string
+		name, cmd string
+		config    func(*testing.T, lab.Paths) string
+		key       func(lab.Paths) string
 	}{
-		{"registrar-tls-key", "registrar", registrarConfig(t, p, "https://127.0.0.1:9443/.well-known/brski"), p.RegistrarKey},
-		{"registrar-domain-ca-key", "registrar", registrarConfig(t, p, "https://127.0.0.1:9443/.well-known/brski"), p.DomainCAKey},
-		{"masa-signing-key", "masa", masaConfig(t, p), p.MASAKey},
+		{"registrar-tls-key", "registrar", func(t *testing.T, p lab.Paths) string { return registrarConfig(t, p, masaURL) }, func(p lab.Paths) string { return p.RegistrarKey }},
+		{"registrar-domain-ca-key", "registrar", func(t *testing.T, p lab.Paths) string { return registrarConfig(t, p, masaURL) }, func(p lab.Paths) string { return p.DomainCAKey }},
+		{"masa-signing-key", "masa", masaConfig, func(p lab.Paths) string { return p.MASAKey }},
+		{"masa-tls-key", "masa", masaConfig, func(p lab.Paths) string { return p.MASATLSKey }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			// Not parallel: the subtests loosen and restore shared files.
-			if err := os.Chmod(tc.key, 0o644); err != nil {
+			t.Parallel()
+			p := daemonFiles(t)
+			key := tc.key(p)
+			if err := os.Chmod(key, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			defer func() { _ = os.Chmod(tc.key, 0o600) }()
-			code, _, errOut := runCLI(t, tc.cmd, "--config", tc.config)
+			code, _, errOut := runCLI(t, tc.cmd, "--config", tc.config(t, p))
 			if code != exitFailure {
 				t.Fatalf("exit %d, want %d (stderr %q)", code, exitFailure, errOut)
 			}
-			if strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, tc.key) || !strings.Contains(errOut, "0644") || !strings.Contains(errOut, "chmod 600") {
+			if strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, key) || !strings.Contains(errOut, "0644") || !strings.Contains(errOut, "chmod 600") {
 				t.Fatalf("stderr = %q, want one line naming the key, its mode and the fix", errOut)
 			}
 		})

@@ -136,8 +136,9 @@ func adminHandler(reg *prometheus.Registry, api http.Handler, ready *atomic.Bool
 }
 
 // listen binds addr for the named role, with an error an operator can act on.
-func listen(role, addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+func listen(ctx context.Context, role, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s: listen on %s: %w (is another gatehouse running? choose another address with a flag)", role, addr, err)
 	}
@@ -160,7 +161,7 @@ func newServer(h http.Handler, tlsConfig *tls.Config, logger *slog.Logger) *http
 // openAuditFile opens (creating, mode 0600) the append-only JSON audit file
 // and returns a logger writing to it.
 func openAuditFile(path string) (*slog.Logger, io.Closer, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600) //nolint:gosec // operator-chosen path
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open audit file: %w", err)
 	}

@@ -118,15 +118,15 @@ func Open(ctx context.Context, opts Options) (*Lab, error) {
 
 func (l *Lab) open(ctx context.Context, opts Options) error {
 	var err error
-	if l.HTTPS, err = listen("registrar https", opts.HTTPSAddr); err != nil {
+	if l.HTTPS, err = listen(ctx, "registrar https", opts.HTTPSAddr); err != nil {
 		return err
 	}
 	l.closers = append(l.closers, l.HTTPS)
-	if l.MASAListener, err = listen("masa", opts.MASAAddr); err != nil {
+	if l.MASAListener, err = listen(ctx, "masa", opts.MASAAddr); err != nil {
 		return err
 	}
 	l.closers = append(l.closers, l.MASAListener)
-	if l.Admin, err = listen("admin", opts.AdminAddr); err != nil {
+	if l.Admin, err = listen(ctx, "admin", opts.AdminAddr); err != nil {
 		return err
 	}
 	l.closers = append(l.closers, l.Admin)
@@ -249,7 +249,7 @@ func (l *Lab) openRegistrar(ctx context.Context, opts Options) error {
 // recorder opens the JSON audit file at path (append, mode 0600) and
 // returns a recorder writing to db and mirroring to it.
 func (l *Lab) recorder(db *store.DB, path string) (*audit.Recorder, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600) //nolint:gosec // under the lab's data directory
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lab: audit file: %w", err)
 	}
@@ -292,7 +292,7 @@ func (l *Lab) PledgeCommand(prog, registrarURL, serial string) string {
 // shellQuote quotes s for a POSIX shell when it needs it.
 func shellQuote(s string) string {
 	if s != "" && strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./:=@+,", r))
+		return (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && !strings.ContainsRune("-_./:=@+,", r)
 	}) < 0 {
 		return s
 	}
@@ -300,8 +300,9 @@ func shellQuote(s string) string {
 }
 
 // listen binds addr, with an error an operator can act on.
-func listen(role, addr string) (net.Listener, error) {
-	ln, err := net.Listen("tcp", addr)
+func listen(ctx context.Context, role, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("lab: %s: listen on %s: %w (is another lab running? pick another address with a flag)", role, addr, err)
 	}
