@@ -149,7 +149,7 @@ func CheckCSRAgainstProfile(csr *x509.CertificateRequest, p Profile, dev *Device
 				return fmt.Errorf("check csr: %w", err)
 			}
 			for _, e := range ekus {
-				if !e.Equal(oidEKUClientAuth) && !(p.ServerAuth && e.Equal(oidEKUServerAuth)) {
+				if !e.Equal(oidEKUClientAuth) && (!p.ServerAuth || !e.Equal(oidEKUServerAuth)) {
 					return fmt.Errorf("check csr: %w: extended key usage %s is not in the profile", ErrBadCSR, e)
 				}
 			}

@@ -2,7 +2,7 @@ package pki_test
 
 import (
 	"bytes"
-	"crypto/sha1" //nolint:gosec // RFC 5280 §4.2.1.2 method 1, recomputed independently.
+	"crypto/sha1" // RFC 5280 §4.2.1.2 method 1, recomputed independently
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/hex"
@@ -41,7 +41,7 @@ func spkiKeyID(t *testing.T, c *x509.Certificate) []byte {
 	if _, err := asn1.Unmarshal(c.RawSubjectPublicKeyInfo, &spki); err != nil {
 		t.Fatal(err)
 	}
-	s := sha1.Sum(spki.Key.Bytes) //nolint:gosec // see import
+	s := sha1.Sum(spki.Key.Bytes)
 	return s[:]
 }
 

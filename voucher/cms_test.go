@@ -845,7 +845,7 @@ func cmsRegions(t testing.TB, der []byte) (content, attrs, sig [2]int) {
 	}
 	find := func(b []byte) [2]int {
 		i := bytes.Index(der, b)
-		if i < 0 || bytes.Index(der[i+1:], b) >= 0 {
+		if i < 0 || bytes.Contains(der[i+1:], b) {
 			t.Fatalf("region not found exactly once")
 		}
 		return [2]int{i, i + len(b)}
