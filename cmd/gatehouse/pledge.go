@@ -85,13 +85,13 @@ func (a *app) pledgeEnroll(cmd *cobra.Command, f pledgeEnrollFlags) error {
 	default:
 		return usageError{fmt.Errorf("pledge enroll: --registrar %q: want https://host:port", f.registrar)}
 	}
-	anchorFile := f.masaAnchor
+	anchorFile, anchorNote := f.masaAnchor, ""
 	if anchorFile == "" {
 		anchorFile = filepath.Join(filepath.Dir(f.idevid), "..", "..", "manufacturer", "masa.pem")
 		if _, err := os.Stat(anchorFile); err != nil {
 			return usageError{fmt.Errorf("pledge enroll: --masa-anchor is required (no lab layout next to the IDevID: %w)", err)}
 		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "using MASA anchor %s (lab layout next to the IDevID)\n", anchorFile)
+		anchorNote = " (the lab layout next to the IDevID)"
 	}
 	anchors, err := readCertificates(anchorFile)
 	if err != nil {
@@ -132,7 +132,7 @@ func (a *app) pledgeEnroll(cmd *cobra.Command, f pledgeEnrollFlags) error {
 			return err
 		}
 	}
-	printVoucherSummary(cmd, f.registrar, c.Serial(), res, wrote)
+	printVoucherSummary(cmd, f.registrar, c.Serial(), anchorFile+anchorNote, res, wrote)
 	return nil
 }
 
@@ -165,7 +165,7 @@ func writeVoucher(dir string, res *pledge.VoucherResult) ([]string, error) {
 	return wrote, nil
 }
 
-func printVoucherSummary(cmd *cobra.Command, registrar, serial string, res *pledge.VoucherResult, wrote []string) {
+func printVoucherSummary(cmd *cobra.Command, registrar, serial, anchor string, res *pledge.VoucherResult, wrote []string) {
 	w := cmd.OutOrStdout()
 	v := res.Voucher
 	pin := sha256.Sum256(res.PinnedDomainCert.Raw)
@@ -175,6 +175,7 @@ func printVoucherSummary(cmd *cobra.Command, registrar, serial string, res *pled
 	}
 	fmt.Fprintf(w, "voucher accepted: pledge %s, registrar %s (%s)\n", serial, registrar, attempts)
 	fmt.Fprintf(w, "  signed by MASA:     %s\n", res.MASASigner.Subject)
+	fmt.Fprintf(w, "  MASA anchor:        %s\n", anchor)
 	fmt.Fprintf(w, "  assertion:          %s\n", v.Assertion)
 	if !v.ExpiresOn.IsZero() {
 		fmt.Fprintf(w, "  expires-on:         %s\n", v.ExpiresOn.UTC().Format(time.RFC3339))

@@ -97,8 +97,8 @@ func TestDaemons_MASAAndRegistrar(t *testing.T) {
 		t.Fatalf("pledge enroll: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 	// Without --masa-anchor, the lab layout next to the IDevID was used.
-	if !strings.Contains(errOut, "using MASA anchor") {
-		t.Errorf("no note about the lab-layout anchor: %q", errOut)
+	if !strings.Contains(out, "(the lab layout next to the IDevID)") {
+		t.Errorf("no note about the lab-layout anchor:\n%s", out)
 	}
 	code, out, _ = runBin(t, work, bin, "devices", "list", "--admin", rkv["admin"])
 	if code != 0 || !strings.Contains(out, "GH-0003") {

@@ -217,6 +217,13 @@ func Generate(dir string, opts GenerateOptions) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return fmt.Errorf("lab: generate: %w", err)
 	}
+	// A crash during an earlier generation leaves only its temporary
+	// directory behind, never a partial dir/lab: remove it.
+	if stale, err := filepath.Glob(filepath.Join(dir, ".lab-generating-*")); err == nil {
+		for _, d := range stale {
+			_ = os.RemoveAll(d)
+		}
+	}
 	tmp, err := os.MkdirTemp(dir, ".lab-generating-")
 	if err != nil {
 		return fmt.Errorf("lab: generate: %w", err)

@@ -77,6 +77,21 @@ func TestGenerate_FilesAndModes(t *testing.T) {
 	}
 }
 
+func TestGenerate_RemovesStaleTemporary(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	stale := filepath.Join(dir, ".lab-generating-123")
+	if err := os.MkdirAll(filepath.Join(stale, "manufacturer"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := Generate(dir, GenerateOptions{Clock: pkitest.NewClock(), MASAAuthority: "127.0.0.1:9443"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("stale temporary directory: %v", err)
+	}
+}
+
 func TestLoad_Certificates(t *testing.T) {
 	t.Parallel()
 	dir := generateLab(t)
