@@ -298,11 +298,13 @@ func ParseMASAURL(ext []byte) (*url.URL, error) {
 		// RFC 8995 §2.3.2: the registrar uses HTTPS whatever the scheme.
 		u.Scheme = "https"
 		u.RawPath = ""
-		switch strings.TrimSuffix(u.Path, "/") {
+		// Trailing slashes are dropped (all of them, so that parsing the
+		// result again gives the same URL).
+		switch p := strings.TrimRight(u.Path, "/"); p {
 		case "":
 			u.Path = WellKnownBRSKI
 		default:
-			u.Path = strings.TrimSuffix(u.Path, "/")
+			u.Path = p
 		}
 		for i := 0; i < len(u.Path); i++ {
 			if c := u.Path[i]; c <= 0x20 || c >= 0x7f {

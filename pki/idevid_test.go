@@ -200,6 +200,9 @@ func TestParseMASAURL(t *testing.T) {
 		{"uri-other-scheme-forced-https", ia5("coaps://masa.example.com/x/"), "https://masa.example.com/x"},
 		{"uri-empty-path", ia5("https://masa.example.com"), "https://masa.example.com/.well-known/brski"},
 		{"uri-root-path", ia5("https://masa.example.com/"), "https://masa.example.com/.well-known/brski"},
+		// Found by FuzzParseMASAURL (testdata/fuzz/FuzzParseMASAURL/c38a82905704e683):
+		// one trimmed slash left "/000/", which parsed again to "/000".
+		{"fuzz/several-trailing-slashes", ia5("A0000://00000/000//"), "https://00000/000"},
 		{"empty", ia5(""), ""},
 		{"utf8string-tag", append([]byte{0x0c, 4}, "masa"...), ""},
 		{"non-ia5", ia5("masä.example"), ""},
