@@ -165,7 +165,6 @@ type deviceStore interface {
 // auditor is what the MASA needs of the audit recorder.
 type auditor interface {
 	Record(ctx context.Context, e store.Event) error
-	Mirror(ctx context.Context, e store.Event)
 }
 
 var (

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -123,6 +124,27 @@ func (db *DB) prepareEvents(events []Event) ([]Event, error) {
 	return out, nil
 }
 
+// OnAudit registers fn to receive every audit event, as stored (with Seq and
+// hashes), after the transaction that wrote it has been committed and
+// fsynced, in sequence order: events appended on their own (AppendAudit)
+// and those written inside another operation's transaction alike. fn runs
+// on the store's writer goroutine, so it must be quick and must not call
+// the store. Use it to mirror the audit trail to a file. A later call
+// replaces the hook; nil removes it.
+func (db *DB) OnAudit(fn func(Event)) {
+	if fn == nil {
+		db.auditHook.Store(nil)
+		return
+	}
+	db.auditHook.Store(&fn)
+}
+
+// txEvents collects, per write transaction attempt, the audit events its
+// write functions appended, for delivery to the OnAudit hook once the
+// transaction has committed. Keyed by *bolt.Tx; entries live only during
+// one attempt of commit.
+var txEvents sync.Map
+
 // appendEvents appends events to the audit bucket, chaining each to the
 // last stored one. It reads and writes only tx, so a re-run is harmless.
 func appendEvents(tx *bolt.Tx, events []Event) error {
@@ -152,8 +174,15 @@ func appendEvents(tx *bolt.Tx, events []Event) error {
 		if err != nil {
 			return err
 		}
-		if err := put(tx, bucketAudit, itob(seq), auditRecordV1{auditBodyV1: body, Hash: hex.EncodeToString(h[:])}); err != nil {
+		rec := auditRecordV1{auditBodyV1: body, Hash: hex.EncodeToString(h[:])}
+		if err := put(tx, bucketAudit, itob(seq), rec); err != nil {
 			return err
+		}
+		if c, ok := txEvents.Load(tx); ok {
+			if stored, err := rec.event(); err == nil {
+				list := c.(*[]Event)
+				*list = append(*list, stored)
+			}
 		}
 		prev = h
 	}

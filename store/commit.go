@@ -97,7 +97,10 @@ func (db *DB) commit(ops []*writeOp) {
 	for len(ops) > 0 {
 		failed := -1
 		var failErr error
+		var events []Event // audit events this attempt stored, for OnAudit
 		err := db.bolt.Update(func(tx *bolt.Tx) error {
+			txEvents.Store(tx, &events)
+			defer txEvents.Delete(tx)
 			for i, op := range ops {
 				if err := callWrite(op.fn, tx); err != nil {
 					failed, failErr = i, err
@@ -111,6 +114,9 @@ func (db *DB) commit(ops []*writeOp) {
 				err = ErrClosed
 			} else if err != nil {
 				err = fmt.Errorf("commit: %w", err)
+			}
+			if err == nil {
+				db.deliverAudit(events)
 			}
 			for _, op := range ops {
 				op.done <- err
@@ -135,4 +141,16 @@ func callWrite(fn func(tx *bolt.Tx) error, tx *bolt.Tx) error {
 		err = fn(tx)
 	}()
 	return err
+}
+
+// deliverAudit hands committed audit events to the OnAudit hook.
+func (db *DB) deliverAudit(events []Event) {
+	if len(events) == 0 {
+		return
+	}
+	if fn := db.auditHook.Load(); fn != nil {
+		for _, e := range events {
+			(*fn)(e)
+		}
+	}
 }

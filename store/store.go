@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmhodges/clock"
@@ -110,6 +111,8 @@ type DB struct {
 	closed  bool
 	writes  chan *writeOp
 	stopped chan struct{} // closed when the writer goroutine returns
+
+	auditHook atomic.Pointer[func(Event)] // see OnAudit
 }
 
 // Open opens (creating if needed, mode 0600) the store at path, creates

@@ -61,19 +61,33 @@ type appender interface {
 	AppendAudit(ctx context.Context, e store.Event) (store.Event, error)
 }
 
+// committer is a store that reports every committed audit event, including
+// those written inside its other transactions (store.DB.OnAudit).
+type committer interface {
+	OnAudit(fn func(store.Event))
+}
+
 // Recorder writes audit events.
 type Recorder struct {
-	store appender
-	file  *slog.Logger
+	store  appender
+	file   *slog.Logger
+	hooked bool // the store reports commits: mirror from its hook only
 }
 
 // NewRecorder returns a Recorder writing to s and mirroring to file (a JSON
-// slog logger on the audit file; nil discards the mirror).
+// slog logger on the audit file; nil discards the mirror). When s reports
+// its commits (store.DB does), every audit event it commits, whoever wrote
+// it, is mirrored once, after its fsync; NewRecorder takes over that hook.
 func NewRecorder(s appender, file *slog.Logger) *Recorder {
 	if file == nil {
 		file = slog.New(slog.DiscardHandler)
 	}
-	return &Recorder{store: s, file: file}
+	r := &Recorder{store: s, file: file}
+	if c, ok := s.(committer); ok {
+		c.OnAudit(func(e store.Event) { r.Mirror(context.Background(), e) })
+		r.hooked = true
+	}
+	return r
 }
 
 // New builds an event of type typ from alternating key, value strings.
@@ -87,20 +101,23 @@ func New(typ string, kv ...string) store.Event {
 	return e
 }
 
-// Record appends e durably to the store, then mirrors it to the audit file.
-// The error is the store's: a caller that must not proceed without an audit
-// record (before a signature) fails when it fails.
+// Record appends e durably to the store; it reaches the audit file once
+// committed. The error is the store's: a caller that must not proceed
+// without an audit record (before a signature) fails when it fails.
 func (r *Recorder) Record(ctx context.Context, e store.Event) error {
 	stored, err := r.store.AppendAudit(ctx, e)
 	if err != nil {
 		return fmt.Errorf("audit %s: %w", e.Type, err)
 	}
-	r.Mirror(ctx, stored)
+	if !r.hooked {
+		r.Mirror(ctx, stored)
+	}
 	return nil
 }
 
-// Mirror writes an event that was already committed (inside another store
-// transaction) to the audit file.
+// Mirror writes a committed event to the audit file. Recorders on a store
+// that reports its commits call it themselves; call it directly only for a
+// store that does not.
 func (r *Recorder) Mirror(ctx context.Context, e store.Event) {
 	attrs := []slog.Attr{
 		slog.Uint64("seq", e.Seq),

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,7 +28,7 @@ func TestRecorder_RecordWritesStoreThenFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	var file bytes.Buffer
+	var file syncBuffer
 	r := NewRecorder(db, slog.New(slog.NewJSONHandler(&file, nil)))
 
 	if err := r.Record(t.Context(), New(VRRefused, "pledge_serial", "SN-1", "reason", "nonce too short", "empty", "")); err != nil {
@@ -69,12 +70,70 @@ func TestRecorder_StoreFailureIsReturnedAndNotMirrored(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close() // every write now fails
-	var file bytes.Buffer
+	var file syncBuffer
 	r := NewRecorder(db, slog.New(slog.NewJSONHandler(&file, nil)))
 	if err := r.Record(t.Context(), New(Startup)); err == nil {
 		t.Fatal("Record on a closed store succeeded")
 	}
-	if file.Len() != 0 {
+	if file.String() != "" {
 		t.Fatalf("an unrecorded event was mirrored: %s", file.String())
 	}
+}
+
+func TestRecorder_MirrorsEventsWrittenInsideOtherTransactions(t *testing.T) {
+	t.Parallel()
+	db, err := store.Open(filepath.Join(t.TempDir(), "audit.db"), store.Options{Clock: fakeClock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	var file syncBuffer
+	r := NewRecorder(db, slog.New(slog.NewJSONHandler(&file, nil)))
+
+	key := store.DeviceKey{Issuer: "abcd", Serial: "SN-9"}
+	if err := r.Record(t.Context(), New(VRReceived, "pledge_serial", "SN-9")); err != nil {
+		t.Fatal(err)
+	}
+	// Written by the store inside the telemetry transaction, not by Record.
+	if _, err := db.AppendTelemetry(t.Context(), store.Telemetry{Kind: store.TelemetryVoucherStatus, Device: key, Raw: []byte(`{"version":1,"status":true}`)},
+		New(VoucherStatus, "pledge_serial", "SN-9")); err != nil {
+		t.Fatal(err)
+	}
+	// A write that fails is rolled back: its event must never be mirrored.
+	if _, err := db.AppendTelemetry(t.Context(), store.Telemetry{Kind: store.TelemetryVoucherStatus, Device: store.DeviceKey{}}, New("must-not-appear")); err == nil {
+		t.Fatal("telemetry for an empty device key was accepted")
+	}
+
+	lines := strings.Split(strings.TrimSpace(file.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("audit file has %d lines, want 2 (each committed event once):\n%s", len(lines), file.String())
+	}
+	for i, want := range []string{VRReceived, VoucherStatus} {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(lines[i]), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev["type"] != want || ev["seq"] != float64(i+1) {
+			t.Fatalf("line %d = %v, want type %s seq %d", i, ev, want, i+1)
+		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the store's writer goroutine and
+// the test goroutine.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
