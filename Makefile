@@ -4,15 +4,22 @@ GO    ?= go
 BIN   := bin/gatehouse
 LAB   ?= ./data
 TOOLS := $(GO) tool -modfile=tools/go.mod
+# The globalsign estclient command (v1.0.6), an EST interop client, pinned in
+# its own tools module so its old dependencies stay out of tools/go.mod.
+ESTCLIENT_MOD := tools/estclient/go.mod
 FUZZTIME ?= 10s
 
-.PHONY: all build run test test-deps lint fuzz-smoke bench bench-smoke cover tidy-check ci clean
+.PHONY: all build estclient run test test-deps lint fuzz-smoke bench bench-smoke cover tidy-check ci clean
 
 all: build
 
 build:
 	$(GO) build ./...
 	$(GO) build -o $(BIN) ./cmd/gatehouse
+
+## estclient: the globalsign EST client (interop peer) into bin/estclient
+estclient:
+	$(GO) build -modfile=$(ESTCLIENT_MOD) -o bin/estclient github.com/globalsign/est/cmd/estclient
 
 ## run: the lab (registrar, MASA and domain CA on loopback, PKI under $(LAB))
 run: build
@@ -47,6 +54,7 @@ cover:
 tidy-check:
 	$(GO) mod tidy -diff
 	cd tools && $(GO) mod tidy -diff
+	cd tools/estclient && $(GO) mod tidy -diff
 
 ci: tidy-check lint test fuzz-smoke bench-smoke
 

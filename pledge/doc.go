@@ -39,5 +39,25 @@
 //     created-on). Waits between retries are real durations, bounded by the
 //     caller's context and Config.MaxWait.
 //
-// EST enrolment (cacerts, csrattrs, simpleenroll) comes with a later issue.
+// EST (RFC 7030 as updated by RFC 8951 and RFC 9908; RFC 8995 §5.9):
+//
+//   - Client.Enroll continues on the voucher's connection: /cacerts
+//     (base64 certs-only PKCS#7, wrapped or not), /csrattrs (a MUST in
+//     BRSKI; key type, RFC 9908 template subject and extensions; 204/404
+//     mean none), a fresh key (P-256 unless asked otherwise), a PKCS#10
+//     request whose challengePassword is the channel binding (tls-unique on
+//     TLS 1.2, the RFC 9266 tls-exporter on TLS 1.3; off with
+//     Config.DisableChannelBinding), /simpleenroll with 202 + Retry-After
+//     handling, and checks that the certificate is for the new key and
+//     chains to the pinned domain certificate and to the cacerts at the
+//     clock's time. It then posts enrollstatus over a new connection that
+//     presents the LDevID and verifies the registrar against the domain CA
+//     (§5.9.4); a failure is reported as enrollstatus false over the old
+//     connection.
+//   - Reenroll renews an LDevID (RFC 7030 §4.2.2): TLS with the LDevID,
+//     the registrar verified against the domain CAs, a new key, the same
+//     subject and subjectAltName, /simplereenroll.
+//   - After a 202 the same request is resent, except when the registrar
+//     answered on a new connection: the channel binding of the old one
+//     cannot verify there, so the request is rebuilt (same key and names).
 package pledge

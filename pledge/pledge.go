@@ -123,9 +123,17 @@ type Config struct {
 	Clock clock.Clock
 	// MaxRetryWait caps one wait after a 202. Default DefaultMaxRetryWait.
 	MaxRetryWait time.Duration
-	// MaxWait bounds the whole voucher exchange, waits included. Default
-	// DefaultMaxWait.
+	// MaxWait bounds the whole voucher exchange, waits included, and then
+	// the EST exchange likewise. Default DefaultMaxWait.
 	MaxWait time.Duration
+	// DisableChannelBinding leaves the challengePassword out of the CSR.
+	// By default the CSR carries the TLS channel binding (RFC 7030 §3.5:
+	// tls-unique on TLS 1.2, the RFC 9266 tls-exporter on TLS 1.3), which
+	// ties the request to the authenticated connection.
+	DisableChannelBinding bool
+	// MaxTLSVersion caps the TLS version offered (tls.VersionTLS12 forces
+	// tls-unique binding). Default: TLS 1.3.
+	MaxTLSVersion uint16
 }
 
 // WithDefaults returns cfg with every unset field at its default.
@@ -166,6 +174,9 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.MaxRetryWait < 0 || cfg.MaxWait < 0 {
 		errs = append(errs, errors.New("waits must not be negative"))
+	}
+	if v := cfg.MaxTLSVersion; v != 0 && v != tls.VersionTLS12 && v != tls.VersionTLS13 {
+		errs = append(errs, fmt.Errorf("max TLS version %#x: want TLS 1.2 or 1.3", v))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
@@ -323,6 +334,7 @@ func (c *Client) dialTLS(ctx context.Context, network, addr string) (net.Conn, e
 	}
 	conf := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
+		MaxVersion:   c.cfg.MaxTLSVersion,
 		Certificates: []tls.Certificate{c.cfg.IDevID},
 		// RFC 8995 §5.1: the registrar's certificate is accepted
 		// provisionally, and validated against pinned-domain-cert once the
@@ -405,36 +417,56 @@ type answer struct {
 	status int
 	header http.Header
 	body   []byte
+	// tls is the state of the connection that carried the answer.
+	tls *tls.ConnectionState
 }
 
 // post sends body to path on the registrar connection and returns the
 // answer (body capped at MaxResponseBytes).
 func (c *Client) post(ctx context.Context, path, contentType, accept string, body []byte) (*answer, error) {
-	u := c.base.ResolveReference(&url.URL{Path: path})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), bytes.NewReader(body))
+	return roundTrip(ctx, c.hc, c.base, http.MethodPost, path, contentType, accept, body)
+}
+
+// get fetches path on the registrar connection.
+func (c *Client) get(ctx context.Context, path, accept string) (*answer, error) {
+	return roundTrip(ctx, c.hc, c.base, http.MethodGet, path, "", accept, nil)
+}
+
+// roundTrip sends one request to base+path through hc and returns the
+// answer, its body capped at MaxResponseBytes.
+func roundTrip(ctx context.Context, hc *http.Client, base *url.URL, method, path, contentType, accept string, body []byte) (*answer, error) {
+	u := base.ResolveReference(&url.URL{Path: path})
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
 		return nil, fmt.Errorf("pledge: build request: %w", err)
 	}
-	req.Header.Set("Content-Type", contentType)
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
-	resp, err := c.hc.Do(req)
+	op := strings.ToLower(method) + " " + path
+	resp, err := hc.Do(req)
 	if err != nil {
 		if errors.Is(err, ErrConnect) || errors.Is(err, ErrRegistrarChanged) {
-			return nil, fmt.Errorf("post %s: %w", path, err)
+			return nil, fmt.Errorf("%s: %w", op, err)
 		}
-		return nil, fmt.Errorf("post %s: %w%s: %w", path, ErrConnect, alertHint(err), err)
+		return nil, fmt.Errorf("%s: %w%s: %w", op, ErrConnect, alertHint(err), err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("post %s: read response: %w", path, err)
+		return nil, fmt.Errorf("%s: read response: %w", op, err)
 	}
 	if len(b) > MaxResponseBytes {
-		return nil, fmt.Errorf("post %s: response is larger than %d bytes", path, MaxResponseBytes)
+		return nil, fmt.Errorf("%s: response is larger than %d bytes", op, MaxResponseBytes)
 	}
-	return &answer{status: resp.StatusCode, header: resp.Header, body: b}, nil
+	return &answer{status: resp.StatusCode, header: resp.Header, body: b, tls: resp.TLS}, nil
 }
 
 // alertHint explains a TLS alert from the registrar: with TLS 1.3 it

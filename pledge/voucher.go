@@ -143,15 +143,21 @@ func (c *Client) postRequest(ctx context.Context, signed []byte) ([]byte, int, e
 // retryWait turns a Retry-After value (delay-seconds or an HTTP date) into a
 // wait between MinRetryWait and Config.MaxRetryWait (the cap wins).
 func (c *Client) retryWait(h string) time.Duration {
+	return retryDelay(h, c.cfg.Clock.Now(), c.cfg.MaxRetryWait)
+}
+
+// retryDelay turns a Retry-After value into a wait between MinRetryWait and
+// maxWait (the cap wins).
+func retryDelay(h string, now time.Time, maxWait time.Duration) time.Duration {
 	wait := DefaultRetryWait
 	h = strings.TrimSpace(h)
 	if n, err := strconv.ParseUint(h, 10, 32); err == nil {
 		wait = time.Duration(n) * time.Second
 	} else if t, err := http.ParseTime(h); err == nil {
-		wait = t.Sub(c.cfg.Clock.Now())
+		wait = t.Sub(now)
 	}
 	wait = max(wait, MinRetryWait)
-	return min(wait, c.cfg.MaxRetryWait)
+	return min(wait, maxWait)
 }
 
 // verify applies the pledge's voucher checks (RFC 8995 §5.6.1) and then

@@ -1,0 +1,265 @@
+package pledge
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/jmhodges/clock"
+)
+
+// ReenrollConfig configures Reenroll. It is pure data.
+type ReenrollConfig struct {
+	// Registrar is the registrar's (EST server's) base URL,
+	// https://host[:port]. Required.
+	Registrar *url.URL
+	// LDevID is the current certificate (chain, LDevID first) and its
+	// private key: the TLS client certificate and the names to renew.
+	// Required.
+	LDevID tls.Certificate
+	// DomainCAs are the domain trust anchors that verify the registrar's
+	// TLS certificate and the renewed LDevID. At least one.
+	DomainCAs []*x509.Certificate
+	// Clock gives the time for every validity check. Required.
+	Clock clock.Clock
+	// DisableChannelBinding leaves the challengePassword out of the CSR
+	// (see Config.DisableChannelBinding).
+	DisableChannelBinding bool
+	// MaxTLSVersion caps the TLS version offered. Default TLS 1.3.
+	MaxTLSVersion uint16
+	// MaxRetryWait caps one wait after a 202. Default DefaultMaxRetryWait.
+	MaxRetryWait time.Duration
+	// MaxWait bounds the whole exchange. Default DefaultMaxWait.
+	MaxWait time.Duration
+}
+
+// Validate reports every problem in cfg at once. It is pure.
+func (cfg ReenrollConfig) Validate() error {
+	var errs []error
+	switch u := cfg.Registrar; {
+	case u == nil:
+		errs = append(errs, errors.New("registrar URL is required"))
+	case u.Scheme != "https" || u.Host == "":
+		errs = append(errs, fmt.Errorf("registrar URL %q: want https://host[:port]", u))
+	}
+	if len(cfg.LDevID.Certificate) == 0 {
+		errs = append(errs, errors.New("LDevID certificate is required"))
+	}
+	if _, ok := cfg.LDevID.PrivateKey.(crypto.Signer); !ok {
+		errs = append(errs, errors.New("LDevID private key is missing or is not a signing key"))
+	}
+	if len(cfg.DomainCAs) == 0 {
+		errs = append(errs, errors.New("at least one domain CA is required"))
+	}
+	if cfg.Clock == nil {
+		errs = append(errs, errors.New("clock is required"))
+	}
+	if cfg.MaxRetryWait < 0 || cfg.MaxWait < 0 {
+		errs = append(errs, errors.New("waits must not be negative"))
+	}
+	if v := cfg.MaxTLSVersion; v != 0 && v != tls.VersionTLS12 && v != tls.VersionTLS13 {
+		errs = append(errs, fmt.Errorf("max TLS version %#x: want TLS 1.2 or 1.3", v))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return nil
+}
+
+// Reenroll renews an LDevID over EST (RFC 7030 §4.2.2; RFC 8995 §5.9,
+// standards digest §8.1 step 11): it connects presenting the current
+// LDevID and verifies the registrar against the domain CAs (no provisional
+// trust), gets /cacerts (which may carry a rolled-over CA and its link
+// certificates), generates a new key of the same type, and posts to
+// /simplereenroll a CSR with the same subject and subjectAltName as the
+// current certificate, bound to the TLS channel. The renewed certificate
+// must be for the new key and chain to the domain CAs at the clock's time.
+func Reenroll(ctx context.Context, cfg ReenrollConfig) (*Result, error) {
+	if cfg.MaxRetryWait == 0 {
+		cfg.MaxRetryWait = DefaultMaxRetryWait
+	}
+	if cfg.MaxWait == 0 {
+		cfg.MaxWait = DefaultMaxWait
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	leaf := cfg.LDevID.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cfg.LDevID.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("%w: parse LDevID: %w", ErrConfig, err)
+		}
+	}
+	oldKey := cfg.LDevID.PrivateKey.(crypto.Signer)
+	if pub, ok := oldKey.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(leaf.PublicKey) {
+		return nil, fmt.Errorf("%w: the key does not match the LDevID certificate", ErrConfig)
+	}
+	kt, err := keyTypeOf(oldKey.Public())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.MaxWait)
+	defer cancel()
+	s := newDomainSession(cfg.Registrar, cfg.LDevID, cfg.DomainCAs, cfg.Clock, cfg.MaxTLSVersion)
+	defer s.close()
+
+	res := &Result{}
+	cacerts, cs, err := fetchCACerts(ctx, s)
+	if err != nil {
+		return nil, fmt.Errorf("reenroll: %w", err)
+	}
+	res.CACerts = cacerts
+	if res.Key, err = GenerateKey(kt); err != nil {
+		return nil, err
+	}
+	// RFC 7030 §4.2.2: the subject and subjectAltName are the current
+	// certificate's, unchanged.
+	req := CSRRequest{RawSubject: leaf.RawSubject}
+	if san, ok := sanExtension(leaf); ok {
+		req.Extensions = []Extension{san}
+	}
+	e := enroller{
+		poster:    s,
+		path:      PathSimpleReenroll,
+		req:       req,
+		key:       res.Key,
+		bind:      !cfg.DisableChannelBinding,
+		retryWait: func(h string) time.Duration { return retryDelay(h, cfg.Clock.Now(), cfg.MaxRetryWait) },
+	}
+	if err := e.run(ctx, cs, res); err != nil {
+		return nil, fmt.Errorf("reenroll: %w", err)
+	}
+	if err := res.verifyLDevID(cfg.DomainCAs, cfg.Clock.Now()); err != nil {
+		return nil, fmt.Errorf("reenroll: %w", err)
+	}
+	return res, nil
+}
+
+// keyTypeOf returns the type of an existing public key.
+func keyTypeOf(pub crypto.PublicKey) (KeyType, error) {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		return KeyType{Algorithm: "ec", Curve: k.Curve}, nil
+	case *rsa.PublicKey:
+		return KeyType{Algorithm: "rsa", Bits: k.N.BitLen()}, nil
+	case ed25519.PublicKey:
+		return KeyType{Algorithm: "ed25519"}, nil
+	default:
+		return KeyType{}, fmt.Errorf("unsupported key type %T", pub)
+	}
+}
+
+// domainSession is a keep-alive HTTPS connection to the registrar that
+// presents a domain certificate (LDevID) and verifies the registrar against
+// the domain CAs: the state after enrollment.
+type domainSession struct {
+	hc   *http.Client
+	tr   *http.Transport
+	base *url.URL
+}
+
+// newDomainSession prepares (does not dial) a domain session.
+func newDomainSession(registrar *url.URL, cert tls.Certificate, roots []*x509.Certificate, clk clock.Clock, maxTLS uint16) *domainSession {
+	host := registrar.Hostname()
+	addr := registrar.Host
+	if registrar.Port() == "" {
+		addr = net.JoinHostPort(host, "443")
+	}
+	conf := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		MaxVersion:   maxTLS,
+		Certificates: []tls.Certificate{cert},
+		// The chain is verified in VerifyConnection: against the domain CAs
+		// with any EKU (RFC 8995's registrar certificates may carry only
+		// id-kp-cmcRA), and the name check of RFC 7030 §3.6.1 (the URI's
+		// host, or id-kp-cmcRA). No SNI, as on the voucher connection.
+		InsecureSkipVerify: true, //nolint:gosec // verified in VerifyConnection (verifyDomainServer)
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return verifyDomainServer(cs.PeerCertificates, roots, host, clk.Now())
+		},
+		Time: clk.Now,
+	}
+	d := &net.Dialer{Timeout: DialTimeout}
+	tr := &http.Transport{
+		DialTLSContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+			if a != addr {
+				return nil, fmt.Errorf("%w: refusing to connect to %s, not the registrar %s", ErrConnect, a, addr)
+			}
+			raw, err := d.DialContext(ctx, network, a)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %w", ErrConnect, err)
+			}
+			hctx, cancel := context.WithTimeout(ctx, DialTimeout)
+			defer cancel()
+			conn := tls.Client(raw, conf)
+			if err := conn.HandshakeContext(hctx); err != nil {
+				_ = raw.Close()
+				return nil, fmt.Errorf("%w: TLS handshake with %s: %w", ErrConnect, a, err)
+			}
+			return conn, nil
+		},
+		MaxConnsPerHost:     1,
+		MaxIdleConnsPerHost: 1,
+		IdleConnTimeout:     2 * DefaultMaxRetryWait,
+		DisableCompression:  true,
+	}
+	return &domainSession{
+		tr:   tr,
+		base: &url.URL{Scheme: "https", Host: registrar.Host},
+		hc: &http.Client{
+			Transport:     tr,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}
+}
+
+func (s *domainSession) get(ctx context.Context, path, accept string) (*answer, error) {
+	return roundTrip(ctx, s.hc, s.base, http.MethodGet, path, "", accept, nil)
+}
+
+func (s *domainSession) post(ctx context.Context, path, contentType, accept string, body []byte) (*answer, error) {
+	return roundTrip(ctx, s.hc, s.base, http.MethodPost, path, contentType, accept, body)
+}
+
+func (s *domainSession) close() { s.tr.CloseIdleConnections() }
+
+// verifyDomainServer validates the registrar's chain (end-entity first)
+// against the domain CAs at now, and its identity: the URL's host is in
+// the certificate, or it carries id-kp-cmcRA (RFC 7030 §3.6.1).
+func verifyDomainServer(chain, roots []*x509.Certificate, host string, now time.Time) error {
+	if len(chain) == 0 {
+		return fmt.Errorf("%w: the registrar presented no certificate", ErrConnect)
+	}
+	rp := x509.NewCertPool()
+	for _, c := range roots {
+		rp.AddCert(c)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	leaf := chain[0]
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         rp,
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	}); err != nil {
+		return fmt.Errorf("%w: registrar certificate %q does not chain to the domain CA: %w", ErrRegistrarChanged, leaf.Subject, err)
+	}
+	if leaf.VerifyHostname(host) != nil && !hasEKU(leaf, oidEKUCMCRA) {
+		return fmt.Errorf("%w: registrar certificate %q names neither %q nor id-kp-cmcRA", ErrRegistrarChanged, leaf.Subject, host)
+	}
+	return nil
+}
