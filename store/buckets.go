@@ -26,6 +26,11 @@ const (
 	bucketOpenIntents = "open-intents"
 	// bucketGenerations: generation ID → generationRecordV1.
 	bucketGenerations = "ca-generations"
+	// bucketLDevIDKeys: SHA-256 of an issued certificate's
+	// SubjectPublicKeyInfo → deviceKey. Index, written by CompleteIssuance
+	// (store/est.go). Added without a schema change: no LDevID was issued
+	// before it existed.
+	bucketLDevIDKeys = "ldevid-keys"
 )
 
 // metaSchemaVersion is the key, in bucketMeta, of the schema version
@@ -46,6 +51,7 @@ var allBuckets = []string{
 	bucketIntents,
 	bucketOpenIntents,
 	bucketGenerations,
+	bucketLDevIDKeys,
 }
 
 // digestExcluded lists the buckets that StateDigest leaves out: append-only

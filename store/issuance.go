@@ -264,6 +264,10 @@ type Completion struct {
 	Device DeviceKey
 	// NotAfter is the certificate's NotAfter.
 	NotAfter time.Time
+	// KeyHash, when not zero, is KeyHashOf the certificate's
+	// SubjectPublicKeyInfo, recorded in the key-uniqueness index
+	// (store/est.go) in the same transaction.
+	KeyHash KeyHash
 }
 
 // CompleteIssuance stores the signed certificate (and indexes it under the
@@ -336,6 +340,9 @@ func (db *DB) CompleteIssuance(ctx context.Context, c Completion, audit ...Event
 			return err
 		}
 		if err := tx.Bucket([]byte(bucketCertsByDevice)).Put(certByDeviceKey(c.Device, key), nil); err != nil {
+			return err
+		}
+		if err := indexCertificateKey(tx, c.KeyHash, c.Device); err != nil {
 			return err
 		}
 		in.Status, in.ResolvedAt = string(IntentCompleted), now

@@ -360,6 +360,7 @@ func TestDB_DumpFormat(t *testing.T) {
 		"bucket devices sequence 0\n" +
 		`36613166306300534e2d31 "{\"v\":1,\"issuer\":\"6a1f0c\",\"serial\":\"SN-1\",\"status\":\"new\",\"createdAt\":\"2030-01-02T03:04:05Z\",\"updatedAt\":\"2030-01-02T03:04:05Z\"}"` + "\n" +
 		"bucket intents sequence 0\n" +
+		"bucket ldevid-keys sequence 0\n" +
 		"bucket meta sequence 0\n" +
 		`736368656d612d76657273696f6e "2"` + "\n" +
 		"bucket nonces sequence 0\n" +

@@ -60,3 +60,52 @@ func TestNew_Allowlist(t *testing.T) {
 		}
 	}
 }
+
+func TestNewMode(t *testing.T) {
+	t.Parallel()
+	ca := pkitest.NewCA(t)
+	for _, m := range []lint.Mode{lint.ModeFull, lint.ModeFast} {
+		l, err := lint.NewMode(m, nil)
+		if err != nil || l == nil {
+			t.Fatalf("%s: %v", m, err)
+		}
+		if err := l.Lint(ca.Cert.Raw); err != nil {
+			t.Errorf("%s: generated CA: %v", m, err)
+		}
+	}
+	if l, err := lint.NewMode(lint.ModeOff, nil); err != nil || l != nil {
+		t.Errorf("off = %v, %v; want nil, nil", l, err)
+	}
+	if _, err := lint.NewMode("bogus", nil); err == nil || lint.Mode("bogus").IsValid() {
+		t.Error("unknown mode accepted")
+	}
+	if len(lint.ExpensiveLints()) == 0 {
+		t.Error("no expensive lints listed")
+	}
+}
+
+// BenchmarkLint measures the per-certificate cost of each mode on a P-256
+// LDevID (docs/flows/enroll.md quotes the figures).
+func BenchmarkLint(b *testing.B) {
+	ca := pkitest.NewCA(b)
+	iss := ca.NewIssuer(b, pki.IssuerConfig{}, nil)
+	p, err := iss.Prepare(pki.IssueRequest{PublicKey: pkitest.NewKey(b).Public(), Device: &pki.DeviceIdentity{Serial: "SN-1"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	der := p.Precertificate()
+	for _, m := range []lint.Mode{lint.ModeFull, lint.ModeFast} {
+		b.Run(string(m), func(b *testing.B) {
+			l, err := lint.NewMode(m, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := l.Lint(der); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
