@@ -235,7 +235,7 @@ func parseExtensionReq(values [][]byte, template bool) ([]Extension, error) {
 		var x Extension
 		var present bool
 		if !seq.ReadASN1(&e, cbasn1.SEQUENCE) || !e.ReadASN1ObjectIdentifier(&x.ID) ||
-			!e.ReadOptionalASN1Boolean(&x.Critical, cbasn1.BOOLEAN, false) ||
+			(e.PeekASN1Tag(cbasn1.BOOLEAN) && !e.ReadASN1Boolean(&x.Critical)) ||
 			!e.ReadOptionalASN1(&val, &present, cbasn1.OCTET_STRING) || !e.Empty() || (!present && !template) {
 			return nil, fmt.Errorf("%w: Extension", ErrCSRAttrs)
 		}

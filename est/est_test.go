@@ -138,8 +138,6 @@ type envOpt func(*est.Config, *tls.Config)
 
 func withConfig(f func(*est.Config)) envOpt { return func(c *est.Config, _ *tls.Config) { f(c) } }
 
-
-
 func newEnv(t testing.TB, opts ...envOpt) *env {
 	t.Helper()
 	clk := pkitest.NewClock()
@@ -158,7 +156,9 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	pool := x509.NewCertPool()
 	pool.AddCert(e.mfg.Root())
 	pool.AddCert(e.ca.ca.Root())
-	tcfg.Certificates = []tls.Certificate{e.tlsCert.TLS}
+	if len(tcfg.Certificates) == 0 {
+		tcfg.Certificates = []tls.Certificate{e.tlsCert.TLS}
+	}
 	tcfg.ClientAuth = tls.VerifyClientCertIfGiven
 	tcfg.ClientCAs = pool
 	tcfg.Time = clk.Now
@@ -349,3 +349,7 @@ func newKey(t testing.TB) *ecdsa.PrivateKey {
 }
 
 func b64(der []byte) []byte { return []byte(base64.StdEncoding.EncodeToString(der)) }
+
+type tlsState = tls.ConnectionState
+
+var x509ParseCertificateRequest = x509.ParseCertificateRequest

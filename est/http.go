@@ -88,7 +88,7 @@ func (s *Server) handleCSRAttrs(w http.ResponseWriter, r *http.Request) error {
 
 // handleSimpleEnroll serves RFC 7030 §4.2.1.
 func (s *Server) handleSimpleEnroll(w http.ResponseWriter, r *http.Request) error {
-	req, csr, err := s.readEnroll(w, r)
+	req, csr, err := s.readEnroll(w, r, true)
 	if err != nil {
 		return err
 	}
@@ -102,7 +102,7 @@ func (s *Server) handleSimpleEnroll(w http.ResponseWriter, r *http.Request) erro
 
 // handleSimpleReenroll serves RFC 7030 §4.2.2.
 func (s *Server) handleSimpleReenroll(w http.ResponseWriter, r *http.Request) error {
-	req, csr, err := s.readEnroll(w, r)
+	req, csr, err := s.readEnroll(w, r, true)
 	if err != nil {
 		return err
 	}
@@ -117,7 +117,7 @@ func (s *Server) handleSimpleReenroll(w http.ResponseWriter, r *http.Request) er
 // handleServerKeyGen serves RFC 7030 §4.4 without key encryption: the key
 // travels as an application/pkcs8 part protected only by TLS (§4.4.2).
 func (s *Server) handleServerKeyGen(w http.ResponseWriter, r *http.Request) error {
-	req, csr, err := s.readEnroll(w, r)
+	req, csr, err := s.readEnroll(w, r, false)
 	if err != nil {
 		return err
 	}
@@ -158,7 +158,7 @@ func (s *Server) handleOther(w http.ResponseWriter, r *http.Request) error {
 // readEnroll is the common request side of the enroll operations: media
 // type (RFC 7030 §4.2.1: application/pkcs10, else 415), size (64 KiB,
 // else 413), authentication, then the CSR checks.
-func (s *Server) readEnroll(w http.ResponseWriter, r *http.Request) (*Request, *x509.CertificateRequest, error) {
+func (s *Server) readEnroll(w http.ResponseWriter, r *http.Request, pop bool) (*Request, *x509.CertificateRequest, error) {
 	body, err := web.ReadBody(w, r, maxRequestBytes, MediaPKCS10)
 	if err != nil {
 		return nil, nil, err
@@ -170,7 +170,7 @@ func (s *Server) readEnroll(w http.ResponseWriter, r *http.Request) (*Request, *
 		}
 		return nil, nil, err
 	}
-	csr, err := s.checkCSR(req, body)
+	csr, err := s.checkCSR(req, body, pop)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -201,8 +201,11 @@ func (s *Server) checkBasic(user, pass string) bool {
 
 // checkCSR decodes and checks an enrollment body and records the CSR on
 // req: base64 (RFC 8951), one DER PKCS#10, signature and key policy
-// (pki.CheckCSR), and the channel binding.
-func (s *Server) checkCSR(req *Request, body []byte) (*x509.CertificateRequest, error) {
+// (pki.CheckCSR), and the channel binding. pop is false for serverkeygen:
+// the CSR's key is not the one being certified, so there is no proof of
+// possession to link and Config.RequireChannelBinding does not apply (a
+// binding that is present is still checked).
+func (s *Server) checkCSR(req *Request, body []byte, pop bool) (*x509.CertificateRequest, error) {
 	der, err := DecodeBase64Body(body)
 	if err != nil {
 		return nil, problem.New(problem.BadRequest, err, "request body is not base64 (RFC 8951)")
@@ -215,7 +218,7 @@ func (s *Server) checkCSR(req *Request, body []byte) (*x509.CertificateRequest, 
 		return nil, err
 	}
 	req.RawCSR = der
-	if err := s.checkBinding(req, info); err != nil {
+	if err := s.checkBinding(req, info, pop && s.cfg.RequireChannelBinding); err != nil {
 		return nil, err
 	}
 	return csr, nil
@@ -226,9 +229,9 @@ func (s *Server) checkCSR(req *Request, body []byte) (*x509.CertificateRequest, 
 // (tls-unique, RFC 5929, under TLS 1.2; tls-exporter, RFC 9266, under
 // TLS 1.3, which has no tls-unique). A mismatch is a CSR relayed from
 // another connection (reliability C09).
-func (s *Server) checkBinding(req *Request, info *csrInfo) error {
+func (s *Server) checkBinding(req *Request, info *csrInfo, required bool) error {
 	if !info.hasChallenge {
-		if s.cfg.RequireChannelBinding {
+		if required {
 			return problem.New(problem.Unauthorized, nil, "the CSR must carry the channel binding in challengePassword (RFC 7030 §3.5)")
 		}
 		return nil

@@ -1,0 +1,232 @@
+package est_test
+
+import (
+	"bytes"
+	"encoding/asn1"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatehouse-pki/gatehouse/est"
+	"github.com/gatehouse-pki/gatehouse/internal/testvectors"
+	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
+)
+
+// FuzzDecodeBase64Body (reliability F6): invalid characters are an error;
+// whatever decodes re-encodes and decodes to the same bytes, wrapped or
+// not.
+func FuzzDecodeBase64Body(f *testing.F) {
+	for _, s := range []string{"", "QQ", "QQ==", "QUJD\r\nREVG", "Q U J D", "QQ=", "QQ===", "Q=Q=", "@@@@", "QUJDRA-_", "A"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		out, err := est.DecodeBase64Body(body)
+		if err != nil {
+			if !errors.Is(err, est.ErrBase64) {
+				t.Fatalf("error %v does not wrap ErrBase64", err)
+			}
+			return
+		}
+		for _, c := range body {
+			ok := c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("+/= \t\r\n", c) >= 0
+			if !ok {
+				t.Fatalf("accepted invalid character %q in %q", c, body)
+			}
+		}
+		enc := base64.StdEncoding.EncodeToString(out)
+		for _, v := range []string{enc, strings.TrimRight(enc, "="), wrapLines(enc, 64, "\n"), wrapLines(enc, 76, "\r\n")} {
+			again, err := est.DecodeBase64Body([]byte(v))
+			if err != nil || !bytes.Equal(again, out) {
+				t.Fatalf("round trip of %q via %q: %x, %v", out, v, again, err)
+			}
+		}
+	})
+}
+
+func wrapLines(s string, width int, sep string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i += width {
+		b.WriteString(s[i:min(i+width, len(s))])
+		b.WriteString(sep)
+	}
+	return b.String()
+}
+
+// certificationRequest mirrors crypto/x509's outer structures with
+// encoding/asn1, for the differential in FuzzParseCSR.
+type certificationRequest struct {
+	Raw                asn1.RawContent
+	TBS                tbsCertificationRequest
+	SignatureAlgorithm algorithmIdentifier
+	Signature          asn1.BitString
+}
+
+type tbsCertificationRequest struct {
+	Raw        asn1.RawContent
+	Version    int
+	Subject    asn1.RawValue
+	PublicKey  publicKeyInfo
+	Attributes []asn1.RawValue `asn1:"tag:0"`
+}
+
+type publicKeyInfo struct {
+	Raw       asn1.RawContent
+	Algorithm algorithmIdentifier
+	PublicKey asn1.BitString
+}
+
+type algorithmIdentifier struct {
+	Algorithm  asn1.ObjectIdentifier
+	Parameters asn1.RawValue `asn1:"optional"`
+}
+
+// FuzzParseCSR (reliability F5) fuzzes the request decoding path. The
+// differential: crypto/x509 accepting a CSR implies the cryptobyte re-parse
+// accepts it; the re-parse accepts exactly the outer structures that
+// encoding/asn1 accepts for crypto/x509's own types (mirrored above), plus
+// a well-formed challengePassword; and ParseCSR never accepts what
+// crypto/x509 refuses.
+func FuzzParseCSR(f *testing.F) {
+	key := newKey(f)
+	for _, s := range []csrSpec{{key: key}, {key: key, challenge: "dGVzdA=="}, {key: key, sigOID: oidECDSAWithSHA1, hash: 3}} {
+		der := buildCSR(f, s)
+		f.Add(der)
+		f.Add(append(bytes.Clone(der), 0))
+		f.Add(der[:len(der)/2])
+	}
+	f.Fuzz(func(t *testing.T, der []byte) {
+		csr, err := est.ParseCSR(der)
+		_, xerr := x509ParseCertificateRequest(der)
+		var mirror certificationRequest
+		rest, merr := asn1.Unmarshal(der, &mirror)
+		mirrorOK := merr == nil && len(rest) == 0
+		if err == nil {
+			if xerr != nil || !mirrorOK {
+				t.Fatalf("ParseCSR accepted what crypto/x509 (%v) or encoding/asn1 (%v) refuses", xerr, merr)
+			}
+			if !bytes.Equal(csr.Raw, der) {
+				t.Fatal("Raw is not the input")
+			}
+			return
+		}
+		if !errors.Is(err, est.ErrMalformedCSR) {
+			t.Fatalf("error %v does not wrap ErrMalformedCSR", err)
+		}
+		if xerr == nil && !hasBadChallenge(mirror) {
+			t.Fatalf("crypto/x509 accepts but the cryptobyte re-parse refuses: %v", err)
+		}
+	})
+}
+
+// hasBadChallenge reports a challengePassword attribute that is not one
+// string value: the one thing the re-parse refuses beyond crypto/x509.
+func hasBadChallenge(m certificationRequest) bool {
+	for _, a := range m.TBS.Attributes {
+		var attr struct {
+			Type   asn1.ObjectIdentifier
+			Values asn1.RawValue
+		}
+		if _, err := asn1.Unmarshal(a.FullBytes, &attr); err == nil && attr.Type.Equal(est.OIDChallengePassword) {
+			return true
+		}
+	}
+	return false
+}
+
+// FuzzCSRAttrs (reliability F7): parse → encode → parse is the identity on
+// values and the encoding is stable; seeded from the RFC examples.
+func FuzzCSRAttrs(f *testing.F) {
+	for _, name := range csrattrVectors {
+		f.Add(testvectors.Read(f, "csrattrs/"+name+".csrattr.der"))
+	}
+	der, err := fullAttrs().MarshalBinary()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(der)
+	f.Fuzz(func(t *testing.T, der []byte) {
+		a, err := est.ParseCSRAttrs(der)
+		if err != nil {
+			return
+		}
+		enc, err := a.MarshalBinary()
+		if err != nil {
+			t.Fatalf("parsed value does not encode: %v", err)
+		}
+		b, err := est.ParseCSRAttrs(enc)
+		if err != nil {
+			t.Fatalf("own encoding does not parse: %v", err)
+		}
+		if d := cmp.Diff(a, b); d != "" {
+			t.Fatalf("round trip (-first +second):\n%s", d)
+		}
+		if again, err := b.MarshalBinary(); err != nil || !bytes.Equal(enc, again) {
+			t.Fatalf("encoding not stable: %v", err)
+		}
+	})
+}
+
+// FuzzHandlers (reliability F12): fuzzed method, content type and body
+// through the handler; the status is always one the API documents, and no
+// refusal reaches the CA.
+func FuzzHandlers(f *testing.F) {
+	clk := pkitest.NewClock()
+	ca := newTestCA(f, clk)
+	srv, err := est.NewServer(est.Config{Labels: []string{"lab"}}, est.Deps{Logger: slog.New(slog.DiscardHandler), Clock: clk, Metrics: prometheus.NewRegistry(), CA: ca})
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := srv.Handler()
+	mfg := pkitest.NewCA(f, pkitest.Clock(clk))
+	dev := pkitest.NewIDevID(f, mfg, "SN-FUZZ", "")
+	good := b64(buildCSR(f, csrSpec{}))
+	f.Add("POST", "simpleenroll", est.MediaPKCS10, good, true)
+	f.Add("POST", "simplereenroll", est.MediaPKCS10, good, true)
+	f.Add("GET", "cacerts", "", []byte(nil), false)
+	f.Add("GET", "lab/csrattrs", "", []byte(nil), true)
+	f.Add("PUT", "serverkeygen", "text/plain", []byte("x"), false)
+	// 301 and 307: http.ServeMux redirects a non-canonical path ("/./",
+	// "//") to its clean form before any handler runs (corpus 1be56bb4).
+	allowed := map[int]bool{301: true, 307: true, 200: true, 202: true, 400: true, 401: true, 403: true, 404: true, 405: true, 413: true, 415: true, 501: true}
+	f.Fuzz(func(t *testing.T, method, path, ctype string, body []byte, withCert bool) {
+		if !validMethod(method) || strings.ContainsFunc(path, func(r rune) bool { return r <= ' ' || r >= 0x7f || strings.ContainsRune("?#%", r) }) {
+			return // not a request line a client can send
+		}
+		r := httptest.NewRequestWithContext(t.Context(), method, "https://est.test"+est.PathPrefix+"/"+path, bytes.NewReader(body))
+		r.Header.Set("Content-Type", ctype)
+		r.TLS = &tlsState{}
+		if withCert {
+			r.TLS.PeerCertificates = dev.Chain
+		}
+		before := ca.calls.Load()
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if !allowed[w.Code] {
+			t.Fatalf("%s %s %q: status %d not in the allowed set: %s", method, path, ctype, w.Code, w.Body)
+		}
+		// 400 and 403 may come from the CA's own policy; the others never.
+		if w.Code > 400 && w.Code != 403 && ca.calls.Load() != before {
+			t.Fatalf("%s %s: refused with %d after a CA call", method, path, w.Code)
+		}
+	})
+}
+
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for i := range len(m) {
+		c := m[i]
+		if c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	return m != http.MethodConnect
+}
