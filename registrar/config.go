@@ -119,6 +119,10 @@ type Config struct {
 	// PerIDevID limits BRSKI requests per client certificate. Default 10/s,
 	// burst 40.
 	PerIDevID RateLimit
+	// LDevID is the LDevID profile: the one Deps.Issuer was built with.
+	// CSRs are checked against it (RFC 8995 §5.9.2). Defaulted with
+	// pki.Profile.WithDefaults.
+	LDevID pki.Profile
 }
 
 // Defaults.
@@ -152,6 +156,7 @@ func (cfg Config) WithDefaults() Config {
 	if cfg.PerIDevID == (RateLimit{}) {
 		cfg.PerIDevID = RateLimit{Rate: 10, Burst: 40}
 	}
+	cfg.LDevID = cfg.LDevID.WithDefaults()
 	ms := make([]Manufacturer, len(cfg.Manufacturers))
 	for i, m := range cfg.Manufacturers {
 		if m.Policy == "" {
@@ -188,6 +193,9 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.PendingRetryAfter <= 0 || cfg.PendingRetryAfter > MaxRetryAfter {
 		errs = append(errs, fmt.Errorf("PendingRetryAfter %s is not in (0, %s]", cfg.PendingRetryAfter, MaxRetryAfter))
+	}
+	if err := cfg.LDevID.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("ldevid: %w", err))
 	}
 	for name, rl := range map[string]RateLimit{"PerIP": cfg.PerIP, "PerIDevID": cfg.PerIDevID} {
 		if rl.Rate > 0 && rl.Burst <= 0 {
@@ -285,6 +293,11 @@ type Deps struct {
 	// MASAClient, when set, is used for every MASA call instead of the
 	// per-manufacturer clients built from Config (tests).
 	MASAClient *http.Client
+	// Issuer signs LDevIDs from the domain CA with the LDevID profile
+	// (Config.LDevID must be the profile it was built with). Optional: a
+	// registrar without one serves the voucher phase only and refuses EST
+	// enrolment with 500.
+	Issuer *pki.Issuer
 }
 
 func (d Deps) validate() error {

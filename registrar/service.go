@@ -19,6 +19,7 @@ import (
 
 	"github.com/gatehouse-pki/gatehouse/internal/audit"
 	"github.com/gatehouse-pki/gatehouse/internal/web"
+	"github.com/gatehouse-pki/gatehouse/pki"
 	"github.com/gatehouse-pki/gatehouse/store"
 )
 
@@ -51,19 +52,25 @@ type manufacturer struct {
 // MASA client, ownership policy and the operator approval queue. It is safe
 // for concurrent use.
 type Service struct {
-	cfg     Config
-	log     *slog.Logger
-	clk     clock.Clock
-	db      *store.DB
-	audit   *audit.Recorder
-	ra      tls.Certificate
-	raKey   crypto.Signer
-	domain  []*x509.Certificate
-	mfgs    []manufacturer
-	metrics *metrics
-	masaSem chan struct{}
-	flight  singleflight.Group
-	limits  *limiter
+	cfg    Config
+	log    *slog.Logger
+	clk    clock.Clock
+	db     *store.DB
+	audit  *audit.Recorder
+	ra     tls.Certificate
+	raKey  crypto.Signer
+	domain []*x509.Certificate
+	// domainRoots holds the last certificate of domain: LDevIDs chain to it.
+	domainRoots *x509.CertPool
+	// issuer signs LDevIDs; nil leaves EST enrolment refused.
+	issuer *pki.Issuer
+	// enrollFlight merges identical concurrent enrolments (reliability L8).
+	enrollFlight singleflight.Group
+	mfgs         []manufacturer
+	metrics      *metrics
+	masaSem      chan struct{}
+	flight       singleflight.Group
+	limits       *limiter
 	// domainIDs are the audit-log domainIDs that are ours (RFC 8995
 	// §5.8.2), as raw bytes keyed by string.
 	domainIDs map[string]bool
@@ -128,12 +135,15 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		ra:        deps.RA,
 		raKey:     key,
 		domain:    deps.DomainCA,
+		issuer:    deps.Issuer,
 		metrics:   newMetrics(deps.Metrics),
 		masaSem:   make(chan struct{}, cfg.MASAMaxInFlight),
 		limits:    newLimiter(cfg.PerIP, cfg.PerIDevID),
 		domainIDs: map[string]bool{},
 		rvrs:      map[store.DeviceKey]rvrRecord{},
 	}
+	s.domainRoots = x509.NewCertPool()
+	s.domainRoots.AddCert(deps.DomainCA[len(deps.DomainCA)-1])
 	for _, c := range append([]*x509.Certificate{deps.RA.Leaf}, deps.DomainCA...) {
 		for _, id := range domainIDsOf(c) {
 			s.domainIDs[string(id)] = true

@@ -254,15 +254,24 @@ func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request, kind stor
 // above 1 adds an alert. After a voucher_status the MASA audit log is
 // fetched and checked before Telemetry returns (see CheckAuditLog).
 func (s *Service) Telemetry(ctx context.Context, peer *Peer, kind store.TelemetryKind, body []byte) error {
-	if peer.Kind != PeerIDevID {
-		return problem.New(problem.Forbidden, nil, "a status report needs an IDevID client certificate")
+	var (
+		key    store.DeviceKey
+		serial string
+	)
+	switch {
+	case peer.Kind == PeerIDevID:
+		var err error
+		if serial, err = serialOf(peer, &s.mfgs[peer.Manufacturer]); err != nil {
+			return err
+		}
+		key = DeviceKeyFor(peer.Leaf, serial)
+	case peer.Kind == PeerLDevID && !peer.Revoked && !peer.Expired:
+		// RFC 8995 §5.9.4: after a successful enrolment the pledge reports
+		// over a new connection authenticated with its new LDevID.
+		key, serial = peer.Device, peer.Device.Serial
+	default:
+		return problem.New(problem.Forbidden, nil, "a status report needs the device's IDevID or a valid LDevID")
 	}
-	m := &s.mfgs[peer.Manufacturer]
-	serial, err := serialOf(peer, m)
-	if err != nil {
-		return err
-	}
-	key := DeviceKeyFor(peer.Leaf, serial)
 	ev := web.EventFrom(ctx)
 	ev.Add(slog.String("pledge_serial", serial), slog.String("telemetry", string(kind)))
 	rep, err := ParseStatus(body)
@@ -286,7 +295,7 @@ func (s *Service) Telemetry(ctx context.Context, peer *Peer, kind store.Telemetr
 	}
 	fields := []string{"pledge_serial", serial, "device", key.String(), "version", strconv.FormatUint(rep.Version, 10),
 		"status", strconv.FormatBool(rep.Status), "reason", truncate(rep.Reason, 256), "alert", alert,
-		"client_cert_matched", strconv.FormatBool(matched)}
+		"client_cert_matched", strconv.FormatBool(matched), "client_cert", peerKindName(peer.Kind)}
 	_, err = s.db.AppendTelemetry(ctx, store.Telemetry{Kind: kind, Device: key, Raw: body, ClientCertMatched: matched}, audit.New(typ, fields...))
 	if err != nil {
 		return fmt.Errorf("store telemetry: %w", err)
@@ -395,4 +404,15 @@ func (s *Service) EnrollAllowed(ctx context.Context, key store.DeviceKey) error 
 		return problem.New(problem.Forbidden, nil, "device is blocked: %s", dev.StatusReason)
 	}
 	return problem.New(problem.Forbidden, nil, "device is %s, not voucher-issued", dev.Status)
+}
+
+// peerKindName names a peer kind in audit events.
+func peerKindName(k PeerKind) string {
+	switch k {
+	case PeerIDevID:
+		return "idevid"
+	case PeerLDevID:
+		return "ldevid"
+	}
+	return "none"
 }

@@ -1,6 +1,7 @@
 package registrar
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/gatehouse-pki/gatehouse/internal/problem"
 	"github.com/gatehouse-pki/gatehouse/internal/web"
+	"github.com/gatehouse-pki/gatehouse/store"
 )
 
 // maxPeerChain caps the client certificates a peer may present; a longer
@@ -22,14 +24,16 @@ const maxPeerChain = 8
 // PeerKind says what a TLS client authenticated as.
 type PeerKind int
 
-// Peer kinds. Only PeerIDevID exists today; an LDevID kind (a certificate
-// from the domain CA, for EST re-enrolment on the same listener) is added
-// by the EST issue through the same classification.
+// Peer kinds.
 const (
 	// PeerNone: no client certificate.
 	PeerNone PeerKind = iota
 	// PeerIDevID: an IDevID chaining to a configured manufacturer.
 	PeerIDevID
+	// PeerLDevID: an LDevID this registrar issued: it chains to the domain
+	// CA and the store holds it (RFC 7030 §3.3.2 "a previously issued
+	// client certificate"; RFC 8995 §5.9.4 enrollstatus, re-enrolment).
+	PeerLDevID
 )
 
 // Peer is a classified TLS client.
@@ -43,6 +47,16 @@ type Peer struct {
 	Leaf *x509.Certificate
 	// Chain is the verified chain, leaf first, ending at a root.
 	Chain []*x509.Certificate
+	// Device is the device the store issued the LDevID to (PeerLDevID).
+	Device store.DeviceKey
+	// Expired reports an LDevID past its notAfter (PeerLDevID): it is
+	// classified so that re-enrolment can answer 401 (attack table D03)
+	// instead of a TLS alert, and refused for everything else.
+	Expired bool
+	// Revoked reports an LDevID the store marks revoked (PeerLDevID). It is
+	// read from the store on every connection and every request (attack
+	// tables D02, D08).
+	Revoked bool
 }
 
 // connState is the per-connection record: the certificate this connection
@@ -100,7 +114,7 @@ func (s *Service) TLSConfig() *tls.Config {
 		}
 		return &s.ra, nil
 	}
-	cfg.VerifyConnection = s.verifyConnection(nil)
+	cfg.VerifyConnection = s.verifyConnection(context.Background(), nil)
 	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		cs := connStateFrom(hello.Context())
 		if cs == nil {
@@ -110,22 +124,27 @@ func (s *Service) TLSConfig() *tls.Config {
 		// peer where this connection's requests will find it.
 		c := cfg.Clone()
 		c.GetConfigForClient = nil
-		c.VerifyConnection = s.verifyConnection(cs)
+		c.VerifyConnection = s.verifyConnection(hello.Context(), cs)
 		return c, nil
 	}
 	return cfg
 }
 
 // verifyConnection classifies the client's chain in the handshake (a TLS
-// alert when no manufacturer accepts it: attack tables A02, A04, A05) and
-// notes the result in cs when given.
-func (s *Service) verifyConnection(cs *connState) func(tls.ConnectionState) error {
+// alert when no manufacturer and no LDevID of the domain CA accepts it:
+// attack tables A02, A04, A05, D01) and notes the result in cs when given.
+// It runs on every full handshake; session tickets are off, so a connection
+// never skips it (attack table D08).
+func (s *Service) verifyConnection(ctx context.Context, cs *connState) func(tls.ConnectionState) error {
 	return func(st tls.ConnectionState) error {
 		if len(st.PeerCertificates) == 0 {
 			return nil // answered 401 by HTTP (attack table A01)
 		}
 		p, err := s.classify(st.PeerCertificates)
 		if err != nil {
+			return err
+		}
+		if p, err = s.refreshLDevID(ctx, p); err != nil {
 			return err
 		}
 		if cs != nil {
@@ -167,7 +186,65 @@ func (s *Service) classify(certs []*x509.Certificate) (*Peer, error) {
 		}
 		return &Peer{Kind: PeerIDevID, Manufacturer: i, Leaf: leaf, Chain: chain}, nil
 	}
+	if p, ok := s.classifyLDevID(leaf, inter, now); ok {
+		return p, nil
+	}
 	return nil, lastErr
+}
+
+// classifyLDevID verifies leaf as a client certificate of the domain CA at
+// now, or, for a leaf past its notAfter, at its notAfter (Expired set: the
+// signatures verify, the time does not). Whether the store issued it is
+// checked by refreshLDevID.
+func (s *Service) classifyLDevID(leaf *x509.Certificate, inter *x509.CertPool, now time.Time) (*Peer, bool) {
+	at, expired := now, now.After(leaf.NotAfter)
+	if expired {
+		at = leaf.NotAfter
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         s.domainRoots,
+		Intermediates: s.domainInter(inter),
+		CurrentTime:   at,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return nil, false
+	}
+	return &Peer{Kind: PeerLDevID, Leaf: leaf, Chain: chains[0], Expired: expired}, true
+}
+
+// domainInter adds the domain CA's intermediates to the peer's.
+func (s *Service) domainInter(inter *x509.CertPool) *x509.CertPool {
+	p := inter.Clone()
+	for _, c := range s.domain[:len(s.domain)-1] {
+		p.AddCert(c)
+	}
+	return p
+}
+
+// errUnknownLDevID is returned in the handshake for a certificate of the
+// domain CA that the store did not issue (the RA certificate, or one from
+// another registrar of the domain).
+var errUnknownLDevID = errors.New("client certificate chains to the domain CA but was not issued by this registrar")
+
+// refreshLDevID reads an LDevID peer's record from the store: the device it
+// was issued to and whether it is revoked now. Other peers pass unchanged.
+// It returns a copy, so a Peer cached for the connection is never mutated.
+func (s *Service) refreshLDevID(ctx context.Context, p *Peer) (*Peer, error) {
+	if p.Kind != PeerLDevID {
+		return p, nil
+	}
+	rec, err := s.db.Certificate(ctx, p.Leaf.SerialNumber)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && !bytes.Equal(rec.DER, p.Leaf.Raw)) {
+		return nil, errUnknownLDevID
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read ldevid: %w", err)
+	}
+	q := *p
+	q.Device = rec.Device
+	q.Revoked = rec.Status == store.CertRevoked
+	return &q, nil
 }
 
 // verifyIDevID builds leaf's chain to m's IDevID roots at now, every
@@ -204,21 +281,38 @@ func (s *Service) peer(r *http.Request) (*Peer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cs := connStateFrom(r.Context()); cs != nil {
+	return s.peerOf(r.Context(), certs)
+}
+
+// peerOf classifies a presented chain, from the handshake's record of this
+// connection when there is one; an LDevID's revocation is read from the
+// store again for every request (attack table D08). No chain is PeerNone.
+func (s *Service) peerOf(ctx context.Context, certs []*x509.Certificate) (*Peer, error) {
+	if len(certs) == 0 {
+		return &Peer{Kind: PeerNone}, nil
+	}
+	if cs := connStateFrom(ctx); cs != nil {
 		cs.mu.Lock()
 		p := cs.peer
 		cs.mu.Unlock()
 		if p != nil && p.Leaf.Equal(certs[0]) {
-			return p, nil
+			q, err := s.refreshLDevID(ctx, p)
+			if err != nil {
+				return nil, problem.New(problem.Unauthorized, err, "the client certificate is not accepted")
+			}
+			return q, nil
 		}
 	}
 	p, err := s.classify(certs)
+	if err == nil {
+		p, err = s.refreshLDevID(ctx, p)
+	}
 	if err != nil {
 		// The handshake accepted this chain; it no longer verifies (the
 		// clock moved on a long-lived connection).
 		return nil, problem.New(problem.Unauthorized, err, "the client certificate is not accepted")
 	}
-	if cs := connStateFrom(r.Context()); cs != nil {
+	if cs := connStateFrom(ctx); cs != nil {
 		cs.mu.Lock()
 		cs.peer = p
 		cs.mu.Unlock()

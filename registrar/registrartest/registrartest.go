@@ -11,6 +11,9 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -20,13 +23,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/digitorus/pkcs7"
 	"github.com/jmhodges/clock"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/gatehouse-pki/gatehouse/est"
 	"github.com/gatehouse-pki/gatehouse/internal/audit"
 	"github.com/gatehouse-pki/gatehouse/internal/web"
 	"github.com/gatehouse-pki/gatehouse/masa/masatest"
+	"github.com/gatehouse-pki/gatehouse/pki"
 	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 	"github.com/gatehouse-pki/gatehouse/registrar"
 	"github.com/gatehouse-pki/gatehouse/store"
@@ -65,6 +71,14 @@ type Options struct {
 	Config func(*registrar.Config)
 	// Logger; default discards.
 	Logger *slog.Logger
+	// LDevID is the LDevID profile of the registrar's issuer (defaults as
+	// pki.Profile.WithDefaults).
+	LDevID pki.Profile
+	// Linter lints every LDevID before signing; default full zlint
+	// (pkitest.NewLinter), as reliability Q1 asks of every test.
+	Linter pki.Linter
+	// EST configures the EST edge mounted on the registrar's mux.
+	EST est.Config
 }
 
 // Registrar is a running registrar.
@@ -85,6 +99,10 @@ type Registrar struct {
 	Registry *prometheus.Registry
 	// Clock is the registrar's clock.
 	Clock clock.Clock
+	// EST is the EST edge served on the same listener.
+	EST *est.Server
+	// Issuer signs the registrar's LDevIDs.
+	Issuer *pki.Issuer
 
 	db *store.DB
 }
@@ -147,8 +165,14 @@ func Start(t testing.TB, opts Options) *Registrar {
 	if opts.Config != nil {
 		opts.Config(&cfg)
 	}
+	if opts.Linter == nil {
+		opts.Linter = pkitest.NewLinter(t)
+	}
+	cfg.LDevID = opts.LDevID
+	issuer := opts.DomainCA.NewIssuer(t, pki.IssuerConfig{LDevID: opts.LDevID}, opts.Linter)
 	reg := prometheus.NewRegistry()
 	svc, err := registrar.New(cfg, registrar.Deps{
+		Issuer:   issuer,
 		Logger:   opts.Logger,
 		Clock:    opts.Clock,
 		Metrics:  reg,
@@ -160,7 +184,15 @@ func Start(t testing.TB, opts Options) *Registrar {
 	if err != nil {
 		t.Fatalf("registrartest: new registrar: %v", err)
 	}
-	srv := web.NewServer(svc.Handler(), nil, opts.Logger)
+	estSrv, err := est.NewServer(opts.EST, est.Deps{Logger: opts.Logger, Clock: opts.Clock, Metrics: reg, CA: svc})
+	if err != nil {
+		t.Fatalf("registrartest: new est server: %v", err)
+	}
+	// As production: open intents are resolved before the listener opens.
+	if _, err := db.ResolveIntents(t.Context()); err != nil {
+		t.Fatalf("registrartest: resolve intents: %v", err)
+	}
+	srv := web.NewServer(svc.HandlerWith(estSrv), nil, opts.Logger)
 	svc.ConfigureServer(srv)
 	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
@@ -175,7 +207,7 @@ func Start(t testing.TB, opts Options) *Registrar {
 		_ = srv.Close()
 		<-done
 	})
-	return &Registrar{URL: "https://" + ln.Addr().String(), Addr: ln.Addr().String(), RA: ra, DomainCA: opts.DomainCA, Service: svc, Server: srv, Registry: reg, Clock: opts.Clock, db: db}
+	return &Registrar{URL: "https://" + ln.Addr().String(), Addr: ln.Addr().String(), RA: ra, DomainCA: opts.DomainCA, Service: svc, Server: srv, Registry: reg, Clock: opts.Clock, EST: estSrv, Issuer: issuer, db: db}
 }
 
 // DB returns the registrar's store.
@@ -369,4 +401,72 @@ func (p *Pledge) Post(ctx context.Context, path, contentType string, body []byte
 // RequestVoucher posts a signed voucher-request to requestvoucher.
 func (p *Pledge) RequestVoucher(ctx context.Context, signed []byte) (*http.Response, []byte, error) {
 	return p.Post(ctx, registrar.PathRequestVoucher, registrar.MediaTypeVoucherCMS, signed)
+}
+
+// Get sends a GET to the registrar path and returns the response with its
+// body read.
+func (p *Pledge) Get(ctx context.Context, path string) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.reg.URL+path, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := p.Client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, err := io.ReadAll(resp.Body)
+	return resp, b, err
+}
+
+// EST posts a DER CSR, base64-encoded (RFC 8951), to the EST operation op
+// (est.OpSimpleEnroll, est.OpSimpleReenroll…) and, on 200, parses the
+// certs-only response into its first certificate.
+func (p *Pledge) EST(ctx context.Context, op string, csrDER []byte) (*x509.Certificate, *http.Response, []byte, error) {
+	body := []byte(base64.StdEncoding.EncodeToString(csrDER))
+	resp, b, err := p.Post(ctx, est.PathPrefix+"/"+op, est.MediaPKCS10, body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return nil, resp, b, err
+	}
+	certs, err := ParseCertsOnly(b)
+	if err != nil || len(certs) == 0 {
+		return nil, resp, b, fmt.Errorf("certs-only response: %w (%d certificates)", err, len(certs))
+	}
+	return certs[0], resp, b, nil
+}
+
+// ParseCertsOnly decodes a base64 certs-only PKCS#7 EST response.
+func ParseCertsOnly(body []byte) ([]*x509.Certificate, error) {
+	der, err := est.DecodeBase64Body(body)
+	if err != nil {
+		return nil, err
+	}
+	p7, err := pkcs7.Parse(der)
+	if err != nil {
+		return nil, err
+	}
+	return p7.Certificates, nil
+}
+
+// NewCSR returns a DER PKCS#10 request signed by key with the subject the
+// default LDevID profile derives for serial (CN and serialNumber), edited
+// by edit when given.
+func NewCSR(t testing.TB, key crypto.Signer, serial string, edit ...func(*x509.CertificateRequest)) []byte {
+	t.Helper()
+	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: serial, SerialNumber: serial}}
+	for _, e := range edit {
+		e(tmpl)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		t.Fatalf("registrartest: create csr: %v", err)
+	}
+	return der
+}
+
+// LDevIDPledge returns a client for reg presenting cert (an LDevID) with
+// key.
+func LDevIDPledge(t testing.TB, reg *Registrar, serial string, cert *x509.Certificate, key crypto.Signer) *Pledge {
+	t.Helper()
+	return NewPledge(t, reg, serial, tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert})
 }

@@ -1,0 +1,213 @@
+package registrar
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/gatehouse-pki/gatehouse/est"
+	"github.com/gatehouse-pki/gatehouse/internal/audit"
+	"github.com/gatehouse-pki/gatehouse/internal/problem"
+	"github.com/gatehouse-pki/gatehouse/internal/web"
+	"github.com/gatehouse-pki/gatehouse/pki"
+)
+
+// The registrar is the EST back end (RFC 8995 §5.9, RFC 7030).
+var _ est.CA = (*Service)(nil)
+
+// oidECDSAWithSHA256 is the signature algorithm /csrattrs asks for.
+var oidECDSAWithSHA256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
+
+// Router is a set of routes mounted next to the BRSKI routes: *est.Server.
+type Router interface {
+	Register(mux *http.ServeMux)
+}
+
+// HandlerWith returns the pledge-facing handler with the BRSKI routes and
+// each of routers (the EST edge, RFC 8995 §5.9: EST continues on the voucher
+// connection) on one mux inside the middleware chain.
+func (s *Service) HandlerWith(routers ...Router) http.Handler {
+	mux := http.NewServeMux()
+	s.Register(mux)
+	for _, r := range routers {
+		r.Register(mux)
+	}
+	if len(routers) > 0 {
+		// The EST edge catches everything under /.well-known/est/; the
+		// BRSKI aliases there keep answering other methods with 405
+		// (attack table E07).
+		for _, p := range []string{pathESTRequestVouchr, pathESTVoucherStatus} {
+			mux.Handle(p, web.Handle(methodNotAllowed, web.WritePlain))
+		}
+	}
+	return web.Chain(mux, web.Options{Logger: s.log, Clock: s.clk, Errors: web.WritePlain})
+}
+
+// CACerts returns the domain CA chain, issuing CA first (RFC 7030 §4.1.3;
+// RFC 8995 §5.9.1). It needs no authentication (RFC 7030 §4.1.1). Link
+// certificates join it with CA rollover.
+func (s *Service) CACerts(_ context.Context, _ *est.Request) ([]*x509.Certificate, error) {
+	return slices.Clone(s.domain), nil
+}
+
+// CSRAttrs tells an authenticated pledge what its CSR must hold (RFC 8995
+// §5.9.2: the pledge MUST ask; RFC 7030 §4.5; RFC 9908 §3.3 key types):
+// an EC P-256 or P-384 key (or RSA, at least 2048 bits), ecdsa-with-SHA256,
+// and, on a TLS 1.2 connection, challengePassword with tls-unique (RFC 7030
+// §3.5; TLS 1.3 has no tls-unique, standards §3.3, so the binding is not
+// required there). Names are not asked for: the profile derives them from
+// the IDevID.
+func (s *Service) CSRAttrs(ctx context.Context, r *est.Request) (*est.CSRAttrs, error) {
+	p, err := s.peerOf(ctx, r.PeerChain)
+	if err != nil {
+		return nil, s.refused(ctx, "csrattrs", p, err)
+	}
+	if p.Kind == PeerNone || p.Revoked || p.Expired {
+		return nil, s.refused(ctx, "csrattrs", p, problem.New(problem.Unauthorized, nil, "a valid client certificate is required"))
+	}
+	a := &est.CSRAttrs{
+		OIDs: []asn1.ObjectIdentifier{oidECDSAWithSHA256},
+		KeyTypes: []est.KeyType{
+			{Algorithm: est.OIDPublicKeyEC, Curve: est.OIDCurveP256},
+			{Algorithm: est.OIDPublicKeyEC, Curve: est.OIDCurveP384},
+			{Algorithm: est.OIDPublicKeyRSA, RSABits: 2048},
+		},
+	}
+	if bindingRequired(r) {
+		a.OIDs = append([]asn1.ObjectIdentifier{est.OIDChallengePassword}, a.OIDs...)
+	}
+	return a, nil
+}
+
+// bindingRequired reports a TLS 1.2 connection, where the registrar
+// requires the tls-unique binding (RFC 7030 §3.5; attack tables C08, C09).
+func bindingRequired(r *est.Request) bool {
+	return r.TLS != nil && r.TLS.Version < tls.VersionTLS13
+}
+
+// Enroll serves simpleenroll (RFC 7030 §4.2.1, RFC 8995 §5.9.3) for a
+// pledge authenticated by its IDevID whose voucher phase succeeded; see
+// docs/flows/enroll.md for every check and its status.
+func (s *Service) Enroll(ctx context.Context, r *est.Request, csr *x509.CertificateRequest) (*x509.Certificate, error) {
+	p, e, err := s.authorizeEST(ctx, r, opEnroll)
+	if err != nil {
+		return nil, s.refused(ctx, opEnroll, p, err)
+	}
+	cert, err := s.issueFor(ctx, e, csr)
+	if err != nil {
+		return nil, s.refused(ctx, opEnroll, p, err)
+	}
+	return cert, nil
+}
+
+// Reenroll serves simplereenroll (RFC 7030 §4.2.2) for a device
+// authenticated by a valid LDevID of this registrar. The edge has compared
+// the CSR's subject and subjectAltName with the client certificate (403);
+// the new certificate is issued by the current issuing CA with a new serial,
+// for the same or a new key.
+func (s *Service) Reenroll(ctx context.Context, r *est.Request, csr *x509.CertificateRequest) (*x509.Certificate, error) {
+	p, e, err := s.authorizeEST(ctx, r, opReenroll)
+	if err != nil {
+		return nil, s.refused(ctx, opReenroll, p, err)
+	}
+	cert, err := s.issueFor(ctx, e, csr)
+	if err != nil {
+		return nil, s.refused(ctx, opReenroll, p, err)
+	}
+	return cert, nil
+}
+
+// ServerKeyGen serves serverkeygen (RFC 7030 §4.4) under the simpleenroll
+// authorization: it generates a P-256 key in memory, issues for it through
+// the same intent protocol and returns both. The key is never written to
+// disk or logs; the edge returns it unencrypted (application/pkcs8) inside
+// the TLS connection (docs/flows/enroll.md, divergences). The CSR only
+// carries the names, which must be the device's.
+func (s *Service) ServerKeyGen(ctx context.Context, r *est.Request, csr *x509.CertificateRequest) (*x509.Certificate, crypto.Signer, error) {
+	p, e, err := s.authorizeEST(ctx, r, opServerKeyGen)
+	if err != nil {
+		return nil, nil, s.refused(ctx, opServerKeyGen, p, err)
+	}
+	if err := pki.CheckCSRAgainstProfile(csr, s.cfg.LDevID, e.dev); err != nil {
+		return nil, nil, s.refused(ctx, opServerKeyGen, p, problem.New(problem.BadRequest, err, "the CSR is refused: %v", err))
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate key: %w", err)
+	}
+	spki, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return nil, nil, fmt.Errorf("marshal key: %w", err)
+	}
+	cert, err := s.issueKey(ctx, e, key.Public(), spki)
+	if err != nil {
+		return nil, nil, s.refused(ctx, opServerKeyGen, p, err)
+	}
+	return cert, key, nil
+}
+
+// authorizeEST classifies the caller and authorizes op. HTTP Basic users
+// are not devices: the registrar issues only to BRSKI pledges and its own
+// LDevIDs (reliability E04: no fallback unless configured).
+func (s *Service) authorizeEST(ctx context.Context, r *est.Request, op string) (*Peer, *enrollment, error) {
+	p, err := s.peerOf(ctx, r.PeerChain)
+	if err != nil {
+		return nil, nil, err
+	}
+	var e *enrollment
+	if op == opReenroll {
+		e, err = s.authorizeReenroll(ctx, p)
+	} else {
+		e, err = s.authorizeEnroll(ctx, p, op)
+	}
+	if err != nil {
+		return p, nil, err
+	}
+	// RFC 7030 §3.5: on TLS 1.2 the CSR must carry this connection's
+	// tls-unique (the edge compared it and set ChannelBound).
+	if bindingRequired(r) && !r.ChannelBound && op != opServerKeyGen {
+		return p, nil, problem.New(problem.Unauthorized, nil, "on TLS 1.2 the CSR must carry the tls-unique channel binding in challengePassword (RFC 7030 §3.5)")
+	}
+	return p, e, nil
+}
+
+// refused records one enroll-refused audit event for a refusal decided by
+// the registrar (reliability Q7) and returns err. Internal failures are
+// recorded by the issuance path (issue-failure) instead.
+func (s *Service) refused(ctx context.Context, op string, p *Peer, err error) error {
+	pe, ok := errors.AsType[*problem.Error](err)
+	if !ok || pe.Kind == problem.Internal {
+		return err
+	}
+	fields := []string{"op", op, "kind", pe.Kind.String(), "reason", truncate(pe.Detail, 256)}
+	if p != nil {
+		fields = append(fields, "client_cert", peerKindName(p.Kind))
+		if p.Kind == PeerLDevID {
+			fields = append(fields, "device", p.Device.String(), "pledge_serial", p.Device.Serial)
+		}
+		if p.Kind == PeerIDevID {
+			if sn, err := pki.SerialNumber(p.Leaf, s.mfgs[p.Manufacturer].IDevID.SerialFallback); err == nil {
+				fields = append(fields, "device", DeviceKeyFor(p.Leaf, sn).String(), "pledge_serial", sn)
+			}
+		}
+	}
+	if aerr := s.audit.Record(ctx, audit.New(EnrollRefused, fields...)); aerr != nil {
+		return errors.Join(err, aerr)
+	}
+	return err
+}
+
+// methodNotAllowed answers 405 with Allow: POST.
+func methodNotAllowed(w http.ResponseWriter, _ *http.Request) error {
+	w.Header().Set("Allow", http.MethodPost)
+	return problem.New(problem.MethodNotAllowed, nil, "method not allowed")
+}
