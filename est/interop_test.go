@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +36,12 @@ func interopEnv(t *testing.T, opts ...envOpt) (*env, *x509.CertPool) {
 	return e, anchor
 }
 
+// mozillaPKCS7 serialises est.Client calls: the go.mozilla.org/pkcs7
+// parser it uses increments a package-level variable (encodeIndent in
+// ber.go) without synchronisation, a data race between concurrent clients
+// that is not ours.
+var mozillaPKCS7 sync.Mutex
+
 // TestInterop_GlobalSignClient drives every operation with
 // github.com/globalsign/est's Client, a third-party EST client.
 func TestInterop_GlobalSignClient(t *testing.T) {
@@ -52,6 +59,8 @@ func TestInterop_GlobalSignClient(t *testing.T) {
 	} {
 		t.Run(v.name, func(t *testing.T) {
 			t.Parallel()
+			mozillaPKCS7.Lock()
+			defer mozillaPKCS7.Unlock()
 			e, anchor := interopEnv(t, v.opts...)
 			dev := e.idevid(t, "SN-GS-1")
 			ctx := t.Context()
