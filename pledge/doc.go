@@ -44,8 +44,9 @@
 //   - Client.Enroll continues on the voucher's connection: /cacerts
 //     (base64 certs-only PKCS#7, wrapped or not), /csrattrs (a MUST in
 //     BRSKI; key type, RFC 9908 template subject and extensions; 204/404
-//     mean none), a fresh key (P-256 unless asked otherwise), a PKCS#10
-//     request whose challengePassword is the channel binding (tls-unique on
+//     mean none; without a template the subject is the IDevID's X.520
+//     serialNumber alone), a fresh key (P-256 unless asked otherwise), a
+//     PKCS#10 request whose challengePassword is the channel binding (tls-unique on
 //     TLS 1.2, the RFC 9266 tls-exporter on TLS 1.3; off with
 //     Config.DisableChannelBinding), /simpleenroll with 202 + Retry-After
 //     handling, and checks that the certificate is for the new key and

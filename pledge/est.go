@@ -98,16 +98,25 @@ func (r *Result) TLSCertificate() tls.Certificate {
 
 // Enroll runs the whole BRSKI onboarding (RFC 8995 §5.2 to §5.9) on the
 // client's one connection: RequestVoucher (voucher and voucher_status),
-// then EST: /cacerts, /csrattrs (a MUST in BRSKI, §5.9.2), a fresh key and
-// a CSR bound to the TLS channel, /simpleenroll (waiting and resending after
-// 202), verification of the LDevID against the pinned domain certificate
-// and the cacerts, and finally enrollstatus over a new connection
-// authenticated with the LDevID (§5.9.4). A failure after the voucher is
-// reported to the registrar as enrollstatus false over the old connection.
+// then EnrollEST.
 func (c *Client) Enroll(ctx context.Context) (*Result, error) {
 	v, err := c.RequestVoucher(ctx)
 	if err != nil {
 		return nil, err
+	}
+	return c.EnrollEST(ctx, v)
+}
+
+// EnrollEST runs the EST phase after an accepted voucher v, on the same
+// connection: /cacerts, /csrattrs (a MUST in BRSKI, §5.9.2), a fresh key
+// and a CSR bound to the TLS channel, /simpleenroll (waiting and resending
+// after 202), verification of the LDevID against the pinned domain
+// certificate and the cacerts, and finally enrollstatus over a new
+// connection authenticated with the LDevID (§5.9.4). A failure is reported
+// to the registrar as enrollstatus false over the old connection.
+func (c *Client) EnrollEST(ctx context.Context, v *VoucherResult) (*Result, error) {
+	if v == nil || v.PinnedDomainCert == nil {
+		return nil, fmt.Errorf("%w: EnrollEST needs an accepted voucher", ErrConfig)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.MaxWait)
 	defer cancel()
@@ -144,11 +153,14 @@ func (c *Client) enrollEST(ctx context.Context, v *VoucherResult) (*Result, erro
 	if res.Key, err = GenerateKey(kt); err != nil {
 		return nil, err
 	}
-	subject := c.leaf.RawSubject
+	var subject []byte
 	if attrs.Subject != nil {
-		if subject, err = subjectFromTemplate(attrs.Subject, c.leaf.RawSubject); err != nil {
-			return nil, err
-		}
+		subject, err = subjectFromTemplate(attrs.Subject, c.leaf.RawSubject)
+	} else {
+		subject, err = deviceSubject(c.leaf.RawSubject)
+	}
+	if err != nil {
+		return nil, err
 	}
 	var exts []Extension
 	for _, e := range attrs.Extensions {

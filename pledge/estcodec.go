@@ -37,6 +37,7 @@ var (
 	oidCurveP384          = asn1.ObjectIdentifier{1, 3, 132, 0, 34}
 	oidCurveP521          = asn1.ObjectIdentifier{1, 3, 132, 0, 35}
 	oidSubjectAltName     = asn1.ObjectIdentifier{2, 5, 29, 17}
+	oidSerialNumber       = asn1.ObjectIdentifier{2, 5, 4, 5}
 	oidECDSAWithSHA256    = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
 	oidECDSAWithSHA384    = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 3}
 	oidECDSAWithSHA512    = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 4}
@@ -243,7 +244,9 @@ type CSRAttrs struct {
 	// ChallengePassword reports the challengePassword OID (or attribute):
 	// the server wants the CSR linked to the TLS channel.
 	ChallengePassword bool
-	// KeyType is the requested key, or nil.
+	// KeyType is the requested key, or nil: the template's, else the first
+	// key-type attribute the pledge supports (a server listing several
+	// lists them in its order of preference).
 	KeyType *KeyType
 	// Subject is the subject template of an RFC 9908 template, one entry
 	// per RDN, or nil when the server gave none.
@@ -322,7 +325,7 @@ func (a *CSRAttrs) attribute(attr cryptobyte.String) error {
 		if !values.ReadASN1ObjectIdentifier(&curve) {
 			return errors.New("ecPublicKey attribute: malformed curve")
 		}
-		if c := curveFor(curve); c != nil {
+		if c := curveFor(curve); c != nil && a.KeyType == nil {
 			a.KeyType = &KeyType{Algorithm: "ec", Curve: c}
 		}
 	case typ.Equal(oidRSAEncryption):
@@ -331,11 +334,13 @@ func (a *CSRAttrs) attribute(attr cryptobyte.String) error {
 		if !values.ReadASN1Int64WithTag(&bits, cbasn1.INTEGER) {
 			return errors.New("rsaEncryption attribute: malformed size")
 		}
-		if bits >= defaultRSAKeyBits && bits <= maxRSAKeyBits {
+		if bits >= defaultRSAKeyBits && bits <= maxRSAKeyBits && a.KeyType == nil {
 			a.KeyType = &KeyType{Algorithm: "rsa", Bits: int(bits)}
 		}
 	case typ.Equal(oidEd25519):
-		a.KeyType = &KeyType{Algorithm: "ed25519"}
+		if a.KeyType == nil {
+			a.KeyType = &KeyType{Algorithm: "ed25519"}
+		}
 	case typ.Equal(oidExtensionRequest), typ.Equal(oidExtensionReqTmpl):
 		var exts cryptobyte.String
 		if !values.PeekASN1Tag(cbasn1.SEQUENCE) {
@@ -741,6 +746,14 @@ func subjectFromTemplate(tmpl [][]SubjectAttribute, fallback []byte) ([]byte, er
 		return nil, fmt.Errorf("pledge: encode subject: %w", err)
 	}
 	return der, nil
+}
+
+// deviceSubject is the CSR subject when the registrar gives no template:
+// the IDevID's X.520 serialNumber, the device's identity in BRSKI (RFC 8995
+// §2.3.1), alone. The rest of an IDevID subject names the manufacturer's
+// view of the device, which a domain CA's profile does not grant.
+func deviceSubject(idevidSubject []byte) ([]byte, error) {
+	return subjectFromTemplate([][]SubjectAttribute{{{Type: oidSerialNumber}}}, idevidSubject)
 }
 
 // nameValues flattens a DER Name into its attributes.

@@ -241,10 +241,15 @@ func TestLab_EndToEnd(t *testing.T) {
 		t.Fatalf("pledge command runs %q, want this binary %q", args[0], bin)
 	}
 	code, out, errOut := runBin(t, work, args[0], args[1:]...)
-	if code != 0 || !strings.Contains(out, "voucher accepted: pledge GH-0001") {
+	estServed := !estMissing(code, errOut)
+	if !strings.Contains(out, "voucher accepted: pledge GH-0001") || (estServed && (code != 0 || !strings.Contains(out, "enrolled: LDevID"))) {
 		t.Fatalf("pledge enroll: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
-	voucherFile := filepath.Join(data, "out", "GH-0001", "voucher")
+	outDir := filepath.Join(data, "out", "GH-0001")
+	if estServed {
+		checkLDevID(t, work, bin, kv["registrar"], data, outDir)
+	}
+	voucherFile := filepath.Join(outDir, "voucher")
 	code, out, errOut = runBin(t, work, bin, "voucher", "verify", voucherFile, "--anchor", filepath.Join(data, "lab", "manufacturer", "masa.pem"))
 	if code != 0 || !strings.Contains(out, `"serial-number": "GH-0001"`) {
 		t.Fatalf("voucher verify: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
@@ -279,4 +284,63 @@ func TestLab_EndToEnd(t *testing.T) {
 		t.Fatalf("restart banner: %q", lines[0])
 	}
 	lab2.stop(t)
+	if !estServed {
+		t.Skip("the lab registrar does not serve EST yet: the LDevID and reenroll steps were skipped (the voucher steps passed)")
+	}
+}
+
+// estMissing reports a pledge command that failed only because the
+// registrar does not serve EST (404 on cacerts). The registrar's EST back
+// end lands separately; remove this then.
+func estMissing(code int, stderr string) bool {
+	return code != 0 && strings.Contains(stderr, "404") && strings.Contains(stderr, "/.well-known/est/cacerts")
+}
+
+// checkLDevID checks what `pledge enroll` wrote into outDir (an LDevID
+// that openssl verifies against the lab's domain CA, a 0600 key, cacerts),
+// then renews it with `pledge reenroll` and checks the renewed one.
+func checkLDevID(t *testing.T, work, bin, registrar, data, outDir string) {
+	t.Helper()
+	caFile := filepath.Join(data, "lab", "domain", "ca.pem")
+	ldevid, key := filepath.Join(outDir, "ldevid.pem"), filepath.Join(outDir, "ldevid-key.pem")
+	fi, err := os.Stat(key)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("ldevid-key.pem: %v, mode %v; want mode 0600", err, fi)
+	}
+	if _, err := os.Stat(filepath.Join(outDir, "cacerts.pem")); err != nil {
+		t.Fatal(err)
+	}
+	opensslVerify(t, caFile, ldevid)
+	before, err := os.ReadFile(ldevid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Renewal in place: --out defaults to the directory of --cert, and the
+	// domain CA to DIR/cacerts.pem.
+	code, out, errOut := runBin(t, work, bin, "pledge", "reenroll", "--registrar", registrar, "--cert", ldevid, "--key", key)
+	if code != 0 || !strings.Contains(out, "reenrolled: ") || !strings.Contains(out, "cacerts.pem (the cacerts pledge enroll wrote)") {
+		t.Fatalf("pledge reenroll: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	after, err := os.ReadFile(ldevid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(before, after) {
+		t.Fatal("pledge reenroll left ldevid.pem unchanged")
+	}
+	opensslVerify(t, caFile, ldevid)
+}
+
+// opensslVerify runs `openssl verify -CAfile ca cert` and requires "OK".
+func opensslVerify(t *testing.T, ca, cert string) {
+	t.Helper()
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Log("openssl is not installed (make test-deps installs it): not verifying with openssl")
+		return
+	}
+	out, err := exec.CommandContext(t.Context(), openssl, "verify", "-CAfile", ca, cert).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), ": OK") {
+		t.Fatalf("openssl verify -CAfile %s %s: %v\n%s", ca, cert, err, out)
+	}
 }

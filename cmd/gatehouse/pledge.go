@@ -7,10 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -25,7 +23,7 @@ func (a *app) pledgeCmd() *cobra.Command {
 		Use:   "pledge",
 		Short: "Act as a pledge: onboard with a registrar (BRSKI)",
 	}
-	cmd.AddCommand(a.pledgeEnrollCmd())
+	cmd.AddCommand(a.pledgeEnrollCmd(), a.pledgeReenrollCmd())
 	return cmd
 }
 
@@ -33,13 +31,14 @@ func (a *app) pledgeCmd() *cobra.Command {
 type pledgeEnrollFlags struct {
 	registrar, idevid, key, out, masaAnchor string
 	maxWait                                 time.Duration
+	noChannelBinding                        bool
 }
 
 func (a *app) pledgeEnrollCmd() *cobra.Command {
 	var f pledgeEnrollFlags
 	cmd := &cobra.Command{
 		Use:   "enroll --registrar URL --idevid CERT --key KEY [--out DIR] [--masa-anchor CERT]",
-		Short: "Request and verify a voucher as a pledge (the EST phase comes later)",
+		Short: "Onboard as a pledge: voucher, then an LDevID over EST (BRSKI)",
 		Long: `Runs the pledge side of BRSKI (RFC 8995) against a registrar over one TLS
 connection, presenting the IDevID as the client certificate: it signs a pledge
 voucher-request, waits and resends while the registrar answers 202, verifies
@@ -47,12 +46,20 @@ the voucher against the MASA anchor (signature, serial number, nonce,
 pinned-domain-cert), validates the registrar's TLS chain against the pinned
 domain certificate, and posts voucher_status.
 
-Not yet implemented: the EST phase (cacerts, csrattrs, simpleenroll,
-enrollstatus) and coaps:// registrars; this command stops after the voucher.
+It then enrolls over EST (RFC 7030) on the same connection: cacerts, csrattrs,
+a fresh key and a CSR bound to the TLS channel (challengePassword = tls-unique
+on TLS 1.2 or the RFC 9266 tls-exporter on TLS 1.3; --no-channel-binding
+leaves it out), simpleenroll (waiting after 202), checks that the LDevID is for
+the new key and chains to the pinned domain certificate and the cacerts, and
+posts enrollstatus over a new connection authenticated with the LDevID.
 
-With --out DIR it writes DIR/voucher (the voucher exactly as received) and
-DIR/voucher.json (its decoded content). Without --masa-anchor it uses the
-lab layout: ../../manufacturer/masa.pem relative to the IDevID.`,
+It writes into --out DIR (default: the current directory): DIR/voucher (the
+voucher exactly as received), DIR/voucher.json (its decoded content),
+DIR/ldevid.pem (the LDevID and its issuing chain), DIR/ldevid-key.pem (mode
+0600) and DIR/cacerts.pem. Without --masa-anchor it uses the lab layout:
+../../manufacturer/masa.pem relative to the IDevID.
+
+Not yet implemented: coaps:// registrars.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.pledgeEnroll(cmd, f)
@@ -62,9 +69,10 @@ lab layout: ../../manufacturer/masa.pem relative to the IDevID.`,
 	fl.StringVar(&f.registrar, "registrar", "", "registrar base URL, https://host:port (required)")
 	fl.StringVar(&f.idevid, "idevid", "", "the pledge's IDevID certificate (chain), PEM (required)")
 	fl.StringVar(&f.key, "key", "", "the IDevID's private key, PEM, mode 0600 (required)")
-	fl.StringVar(&f.out, "out", "", "directory to write voucher and voucher.json into (default: write nothing)")
+	fl.StringVar(&f.out, "out", ".", "directory to write voucher, voucher.json, ldevid.pem, ldevid-key.pem and cacerts.pem into")
 	fl.StringVar(&f.masaAnchor, "masa-anchor", "", "the MASA trust anchor for vouchers, PEM or DER (default: the lab's manufacturer/masa.pem)")
 	fl.DurationVar(&f.maxWait, "max-wait", pledge.DefaultMaxWait, "give up when the registrar still defers (202) after this long")
+	fl.BoolVar(&f.noChannelBinding, "no-channel-binding", false, "leave the TLS channel binding (challengePassword) out of the CSR")
 	return cmd
 }
 
@@ -74,16 +82,9 @@ func (a *app) pledgeEnroll(cmd *cobra.Command, f pledgeEnrollFlags) error {
 			return usageError{fmt.Errorf("pledge enroll: %s is required", name)}
 		}
 	}
-	u, err := url.Parse(f.registrar)
-	if err != nil || u.Host == "" {
-		return usageError{fmt.Errorf("pledge enroll: --registrar %q: want https://host:port", f.registrar)}
-	}
-	switch u.Scheme {
-	case "https":
-	case "coaps":
-		return usageError{fmt.Errorf("pledge enroll: --registrar %s: coaps is not supported yet; use the registrar's https address", f.registrar)}
-	default:
-		return usageError{fmt.Errorf("pledge enroll: --registrar %q: want https://host:port", f.registrar)}
+	u, err := parseRegistrarURL("pledge enroll", f.registrar)
+	if err != nil {
+		return err
 	}
 	anchorFile, anchorNote := f.masaAnchor, ""
 	if anchorFile == "" {
@@ -112,27 +113,37 @@ func (a *app) pledgeEnroll(cmd *cobra.Command, f pledgeEnrollFlags) error {
 		return fmt.Errorf("--idevid %s and --key %s: %w", f.idevid, f.key, err)
 	}
 	c, err := pledge.New(pledge.Config{
-		Registrar:   u,
-		IDevID:      idevid,
-		MASAAnchors: anchors,
-		Clock:       a.clk,
-		MaxWait:     f.maxWait,
+		Registrar:             u,
+		IDevID:                idevid,
+		MASAAnchors:           anchors,
+		Clock:                 a.clk,
+		MaxWait:               f.maxWait,
+		DisableChannelBinding: f.noChannelBinding,
 	})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	res, err := c.RequestVoucher(ctx)
+	v, err := c.RequestVoucher(ctx)
 	if err != nil {
 		return err
 	}
-	var wrote []string
-	if f.out != "" {
-		if wrote, err = writeVoucher(f.out, res); err != nil {
-			return err
-		}
+	// The voucher is written as soon as it is accepted, so it is there to
+	// inspect even when the EST phase fails.
+	wrote, err := writeVoucher(f.out, v)
+	if err != nil {
+		return err
 	}
-	printVoucherSummary(cmd, f.registrar, c.Serial(), anchorFile+anchorNote, res, wrote)
+	printVoucherSummary(cmd, f.registrar, c.Serial(), anchorFile+anchorNote, v)
+	res, err := c.EnrollEST(ctx, v)
+	if err != nil {
+		return err
+	}
+	more, err := writeEnrollment(f.out, res, true)
+	if err != nil {
+		return err
+	}
+	printEnrollSummary(cmd, res, append(wrote, more...))
 	return nil
 }
 
@@ -165,7 +176,7 @@ func writeVoucher(dir string, res *pledge.VoucherResult) ([]string, error) {
 	return wrote, nil
 }
 
-func printVoucherSummary(cmd *cobra.Command, registrar, serial, anchor string, res *pledge.VoucherResult, wrote []string) {
+func printVoucherSummary(cmd *cobra.Command, registrar, serial, anchor string, res *pledge.VoucherResult) {
 	w := cmd.OutOrStdout()
 	v := res.Voucher
 	pin := sha256.Sum256(res.PinnedDomainCert.Raw)
@@ -187,8 +198,4 @@ func printVoucherSummary(cmd *cobra.Command, registrar, serial, anchor string, r
 	} else {
 		fmt.Fprintf(w, "  voucher_status:     sent (accepted)\n")
 	}
-	if len(wrote) > 0 {
-		fmt.Fprintf(w, "  wrote:              %s\n", strings.Join(wrote, ", "))
-	}
-	fmt.Fprintln(w, "EST enrolment (cacerts, csrattrs, simpleenroll, enrollstatus) is not implemented yet: stopping after the voucher.")
 }
