@@ -70,7 +70,8 @@ func (a *app) runLab(cmd *cobra.Command, f labFlags) error {
 	}
 	defer l.Close()
 
-	regSrv := newServer(l.Registrar.Handler(), nil, logger)
+	logger.Info("issuance intents resolved", slog.Int("completed", l.Resolved.Completed), slog.Int("abandoned", l.Resolved.Abandoned))
+	regSrv := newServer(l.Handler(), nil, logger)
 	l.Registrar.ConfigureServer(regSrv)
 	var ready atomic.Bool
 	eps := []endpoint{

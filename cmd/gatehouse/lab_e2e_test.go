@@ -260,7 +260,7 @@ func TestLab_EndToEnd(t *testing.T) {
 
 	// The operator's view.
 	code, out, errOut = runBin(t, work, bin, "devices", "list", "--admin", kv["admin"])
-	if code != 0 || !strings.Contains(out, "SERIAL") || !strings.Contains(out, "GH-0001") || !strings.Contains(out, "voucher-issued") {
+	if code != 0 || !strings.Contains(out, "SERIAL") || !strings.Contains(out, "GH-0001") || !strings.Contains(out, "enrolled") {
 		t.Fatalf("devices list: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 	code, out, _ = runBin(t, work, bin, "devices", "list", "--json", "--admin", kv["admin"])

@@ -10,13 +10,17 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 
+	"github.com/jmhodges/clock"
 	"github.com/spf13/cobra"
 
 	"github.com/gatehouse-pki/gatehouse/configs"
+	"github.com/gatehouse-pki/gatehouse/est"
 	"github.com/gatehouse-pki/gatehouse/internal/audit"
 	"github.com/gatehouse-pki/gatehouse/pki"
+	"github.com/gatehouse-pki/gatehouse/pki/lint"
 	"github.com/gatehouse-pki/gatehouse/registrar"
 	"github.com/gatehouse-pki/gatehouse/store"
 )
@@ -109,8 +113,21 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 	}
 	defer auditFile.Close()
 	rec := audit.NewRecorder(db, auditLog)
+	issuer, profile, err := newIssuer(ctx, a.clk, cfg.DomainCA, domain, cfg.LDevID)
+	if err != nil {
+		return err
+	}
+	rcfg.LDevID = profile
+	// DESIGN.md: an intent left open by a crash is resolved before the
+	// listeners open.
+	resolved, err := db.ResolveIntents(ctx)
+	if err != nil {
+		return err
+	}
+	logger.Info("issuance intents resolved", slog.Int("completed", resolved.Completed), slog.Int("abandoned", resolved.Abandoned))
 	reg := newMetricsRegistry()
 	svc, err := registrar.New(rcfg, registrar.Deps{
+		Issuer:   issuer,
 		Logger:   logger,
 		Clock:    a.clk,
 		Metrics:  reg,
@@ -131,7 +148,12 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 	if err != nil {
 		return err
 	}
-	srv := newServer(svc.Handler(), nil, logger)
+	estSrv, err := est.NewServer(est.Config{}, est.Deps{Logger: logger, Clock: a.clk, Metrics: reg, CA: svc})
+	if err != nil {
+		_ = httpsLn.Close()
+		return err
+	}
+	srv := newServer(svc.HandlerWith(estSrv), nil, logger)
 	svc.ConfigureServer(srv)
 	eps = append(eps, endpoint{name: "registrar", ln: httpsLn, srv: srv, tls: true})
 	if cfg.Listen.Admin != "" {
@@ -209,4 +231,63 @@ func closeListeners(eps []endpoint) {
 	for _, e := range eps {
 		_ = e.ln.Close()
 	}
+}
+
+// newIssuer builds the LDevID issuer from the domain CA (certificate chain
+// and key file) and the configured profile and lint mode.
+func newIssuer(ctx context.Context, clk clock.Clock, dc configs.DomainCA, chain []*x509.Certificate, p configs.LDevIDProfile) (*pki.Issuer, pki.Profile, error) {
+	if dc.KeyFile == "" {
+		return nil, pki.Profile{}, errors.New("domainCA: keyFile is required to issue LDevIDs (keyURI is not supported yet)")
+	}
+	key, err := pki.LoadSigner(ctx, dc.KeyFile, nil)
+	if err != nil {
+		return nil, pki.Profile{}, fmt.Errorf("domainCA key: %w", err)
+	}
+	ca, err := pki.LoadCA(chain, key)
+	if err != nil {
+		return nil, pki.Profile{}, fmt.Errorf("domainCA: %w", err)
+	}
+	profile, err := ldevidProfile(p)
+	if err != nil {
+		return nil, pki.Profile{}, err
+	}
+	cfg := pki.IssuerConfig{LDevID: profile}.WithDefaults()
+	deps := pki.IssuerDeps{Clock: clk, CA: ca}
+	l, err := lint.NewMode(lint.Mode(p.Lint), nil)
+	if err != nil {
+		return nil, pki.Profile{}, fmt.Errorf("ldevid: %w", err)
+	}
+	if l != nil {
+		deps.Linter = l
+	}
+	iss, err := pki.NewIssuer(cfg, deps)
+	if err != nil {
+		return nil, pki.Profile{}, err
+	}
+	return iss, cfg.LDevID, nil
+}
+
+// ldevidProfile converts the configuration's LDevID profile (a DN template
+// such as "CN={serial},serialNumber={serial}" and one SAN template per type)
+// to a pki.Profile.
+func ldevidProfile(p configs.LDevIDProfile) (pki.Profile, error) {
+	var out pki.Profile
+	for _, rdn := range strings.Split(p.Subject, ",") {
+		typ, val, ok := strings.Cut(strings.TrimSpace(rdn), "=")
+		if !ok || typ == "" || val == "" {
+			return pki.Profile{}, fmt.Errorf("ldevid subject %q: want TYPE=VALUE[,TYPE=VALUE…]", p.Subject)
+		}
+		out.Subject = append(out.Subject, pki.NameAttribute{Type: typ, Value: val})
+	}
+	if p.DNS != "" {
+		out.DNSNames = []string{p.DNS}
+	}
+	if p.IP != "" {
+		out.IPAddresses = []string{p.IP}
+	}
+	if p.URI != "" {
+		out.URIs = []string{p.URI}
+	}
+	out.Validity, out.Backdate, out.ServerAuth = p.Validity.D(), p.Backdate.D(), p.ServerAuth
+	return out, nil
 }

@@ -9,16 +9,21 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/jmhodges/clock"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gatehouse-pki/gatehouse/est"
 	"github.com/gatehouse-pki/gatehouse/internal/audit"
 	"github.com/gatehouse-pki/gatehouse/masa"
+	"github.com/gatehouse-pki/gatehouse/pki"
+	"github.com/gatehouse-pki/gatehouse/pki/lint"
 	"github.com/gatehouse-pki/gatehouse/registrar"
 	"github.com/gatehouse-pki/gatehouse/store"
 )
@@ -90,6 +95,11 @@ type Lab struct {
 	Registrar *registrar.Service
 	// MASA is the MASA service.
 	MASA *masa.Service
+	// EST is the EST edge, mounted with the BRSKI routes by Handler.
+	EST *est.Server
+	// Resolved counts the issuance intents closed at start-up, before
+	// any listener serves (DESIGN.md "State and crash safety").
+	Resolved store.Resolved
 	// HTTPS, MASAListener and Admin are the bound listeners (registrar,
 	// MASA, admin); serve HTTPS with Registrar.ConfigureServer and
 	// MASAListener with MASA.TLSConfig(PKI.MASATLS).
@@ -227,7 +237,29 @@ func (l *Lab) openRegistrar(ctx context.Context, opts Options) error {
 		// bound another one.
 		m.MASAURLOverride = l.MASAURL
 	}
-	svc, err := registrar.New(registrar.Config{Manufacturers: []registrar.Manufacturer{m}}, registrar.Deps{
+	// An intent left open by a crash is resolved before the listener serves.
+	if l.Resolved, err = db.ResolveIntents(ctx); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	linter, err := lint.NewMode(lint.ModeFast, nil)
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	ca, err := pki.LoadCA([]*x509.Certificate{p.DomainCA}, p.DomainCAKey)
+	if err != nil {
+		return fmt.Errorf("lab: domain CA: %w", err)
+	}
+	icfg := pki.IssuerConfig{}.WithDefaults()
+	idep := pki.IssuerDeps{Clock: opts.Clock, CA: ca}
+	if linter != nil {
+		idep.Linter = linter
+	}
+	issuer, err := pki.NewIssuer(icfg, idep)
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	svc, err := registrar.New(registrar.Config{Manufacturers: []registrar.Manufacturer{m}, LDevID: icfg.LDevID}, registrar.Deps{
+		Issuer:   issuer,
 		Logger:   opts.Logger,
 		Clock:    opts.Clock,
 		Metrics:  opts.Metrics,
@@ -239,12 +271,22 @@ func (l *Lab) openRegistrar(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
-	if err := rec.Record(ctx, audit.New(audit.Startup, "component", "registrar", "mode", "lab", "listen", l.HTTPS.Addr().String())); err != nil {
+	estSrv, err := est.NewServer(est.Config{}, est.Deps{Logger: opts.Logger, Clock: opts.Clock, Metrics: opts.Metrics, CA: svc})
+	if err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
-	l.Registrar = svc
+	if err := rec.Record(ctx, audit.New(audit.Startup, "component", "registrar", "mode", "lab", "listen", l.HTTPS.Addr().String(),
+		"intents_completed", strconv.Itoa(l.Resolved.Completed), "intents_abandoned", strconv.Itoa(l.Resolved.Abandoned))); err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	l.Registrar, l.EST = svc, estSrv
 	return nil
 }
+
+// Handler returns the registrar's pledge-facing handler: the BRSKI routes
+// and the EST routes on one mux (RFC 8995 §5.9: EST continues on the
+// voucher connection). Serve it on HTTPS with Registrar.ConfigureServer.
+func (l *Lab) Handler() http.Handler { return l.Registrar.HandlerWith(l.EST) }
 
 // recorder opens the JSON audit file at path (append, mode 0600) and
 // returns a recorder writing to db and mirroring to it.
