@@ -33,7 +33,6 @@ func TestClient_Enroll(t *testing.T) {
 			e := newEnv(t, registrartest.Options{})
 			c := e.enrollClient(t, "SN-EST-"+tc.name, e.reg.URL, tc.maxTLS)
 			res, err := c.Enroll(t.Context())
-			skipWithoutEST(t, err)
 			if err != nil {
 				t.Fatalf("Enroll: %v", err)
 			}
@@ -80,15 +79,6 @@ func TestClient_EnrollEST_NeedsVoucher(t *testing.T) {
 	c := e.enrollClient(t, "SN-EST-NOVOUCHER", e.reg.URL, 0)
 	if _, err := c.EnrollEST(t.Context(), nil); !errors.Is(err, pledge.ErrConfig) {
 		t.Fatalf("EnrollEST(nil) = %v, want ErrConfig", err)
-	}
-}
-
-// skipWithoutEST skips the test while the registrar does not serve EST
-// (the registrar's EST back end lands separately; remove then).
-func skipWithoutEST(t *testing.T, err error) {
-	t.Helper()
-	if se, ok := errors.AsType[*pledge.StatusError](err); ok && se.StatusCode == 404 && se.Path == pledge.PathCACerts {
-		t.Skipf("the registrar does not serve EST yet: %v", err)
 	}
 }
 

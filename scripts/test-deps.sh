@@ -6,6 +6,7 @@ set -euo pipefail
 
 need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 
 if ((${#need[@]} == 0)); then
 	exit 0

@@ -241,14 +241,11 @@ func TestLab_EndToEnd(t *testing.T) {
 		t.Fatalf("pledge command runs %q, want this binary %q", args[0], bin)
 	}
 	code, out, errOut := runBin(t, work, args[0], args[1:]...)
-	estServed := !estMissing(code, errOut)
-	if !strings.Contains(out, "voucher accepted: pledge GH-0001") || (estServed && (code != 0 || !strings.Contains(out, "enrolled: LDevID"))) {
+	if code != 0 || !strings.Contains(out, "voucher accepted: pledge GH-0001") || !strings.Contains(out, "enrolled: LDevID") {
 		t.Fatalf("pledge enroll: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 	outDir := filepath.Join(data, "out", "GH-0001")
-	if estServed {
-		checkLDevID(t, work, bin, kv["registrar"], data, outDir)
-	}
+	checkLDevID(t, work, bin, kv["registrar"], data, outDir)
 	voucherFile := filepath.Join(outDir, "voucher")
 	code, out, errOut = runBin(t, work, bin, "voucher", "verify", voucherFile, "--anchor", filepath.Join(data, "lab", "manufacturer", "masa.pem"))
 	if code != 0 || !strings.Contains(out, `"serial-number": "GH-0001"`) {
@@ -284,16 +281,6 @@ func TestLab_EndToEnd(t *testing.T) {
 		t.Fatalf("restart banner: %q", lines[0])
 	}
 	lab2.stop(t)
-	if !estServed {
-		t.Skip("the lab registrar does not serve EST yet: the LDevID and reenroll steps were skipped (the voucher steps passed)")
-	}
-}
-
-// estMissing reports a pledge command that failed only because the
-// registrar does not serve EST (404 on cacerts). The registrar's EST back
-// end lands separately; remove this then.
-func estMissing(code int, stderr string) bool {
-	return code != 0 && strings.Contains(stderr, "404") && strings.Contains(stderr, "/.well-known/est/cacerts")
 }
 
 // checkLDevID checks what `pledge enroll` wrote into outDir (an LDevID
