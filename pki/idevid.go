@@ -283,6 +283,11 @@ func ParseMASAURL(ext []byte) (*url.URL, error) {
 	if strings.ContainsAny(s, "@#?\\") {
 		return nil, fmt.Errorf("%w: userinfo, query, fragment or backslash in %q", ErrBadMASAURL, s)
 	}
+	// A MASA URL needs no percent-encoding, and decoding it could smuggle
+	// the characters refused above ("%40" is "@") past this check.
+	if strings.Contains(s, "%") {
+		return nil, fmt.Errorf("%w: percent-encoding in %q", ErrBadMASAURL, s)
+	}
 	var u *url.URL
 	if !strings.Contains(s, "/") {
 		u = &url.URL{Scheme: "https", Host: s, Path: WellKnownBRSKI}
@@ -310,6 +315,11 @@ func ParseMASAURL(ext []byte) (*url.URL, error) {
 			if c := u.Path[i]; c <= 0x20 || c >= 0x7f {
 				return nil, fmt.Errorf("%w: path holds octet %#02x once decoded", ErrBadMASAURL, c)
 			}
+		}
+		// Only paths that need no escaping: the URL then prints exactly as
+		// it was given, and parsing that text again yields the same URL.
+		if (&url.URL{Path: u.Path}).EscapedPath() != u.Path {
+			return nil, fmt.Errorf("%w: path %q holds characters that need escaping", ErrBadMASAURL, u.Path)
 		}
 		if strings.Contains(u.Path, "//") || strings.Contains(u.Path, "/../") || strings.HasSuffix(u.Path, "/..") || strings.Contains(u.Path, "/./") || strings.HasSuffix(u.Path, "/.") {
 			return nil, fmt.Errorf("%w: path %q is not normalised", ErrBadMASAURL, u.Path)

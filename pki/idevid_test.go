@@ -203,6 +203,13 @@ func TestParseMASAURL(t *testing.T) {
 		// Found by FuzzParseMASAURL (testdata/fuzz/FuzzParseMASAURL/c38a82905704e683):
 		// one trimmed slash left "/000/", which parsed again to "/000".
 		{"fuzz/several-trailing-slashes", ia5("A0000://00000/000//"), "https://00000/000"},
+		// Found by FuzzParseMASAURL (testdata/fuzz/FuzzParseMASAURL/814d6127ada29734):
+		// "%40" decoded to "@" after the userinfo check.
+		{"fuzz/percent-encoded-at", ia5("A0000://00000/%4000"), ""},
+		{"percent-encoding", ia5("https://masa.example.com/.well-known/brsk%69"), ""},
+		// Found by FuzzParseMASAURL (testdata/fuzz/FuzzParseMASAURL/7bea319e05bf4949):
+		// "!" prints as "%21", which would not parse back the same.
+		{"fuzz/path-needing-escape", ia5("A0000://0/00000000!"), ""},
 		{"empty", ia5(""), ""},
 		{"utf8string-tag", append([]byte{0x0c, 4}, "masa"...), ""},
 		{"non-ia5", ia5("masä.example"), ""},
