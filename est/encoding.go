@@ -200,15 +200,15 @@ func parseCSROuter(der []byte) (*csrInfo, error) {
 	return info, nil
 }
 
-// readOptionalAny consumes the optional parameters and any further
-// elements of an AlgorithmIdentifier, as encoding/asn1 tolerates them.
+// readOptionalAny reads the optional parameters of an AlgorithmIdentifier.
 func readOptionalAny(s *cryptobyte.String) bool {
+	// encoding/asn1, which crypto/x509 uses for these structures, decodes
+	// the one optional parameters element and ignores whatever follows it
+	// inside the SEQUENCE without parsing it; so do we.
+	if s.Empty() {
+		return true
+	}
 	var elem cryptobyte.String
 	var tag cbasn1.Tag
-	for !s.Empty() {
-		if !s.ReadAnyASN1Element(&elem, &tag) {
-			return false
-		}
-	}
-	return true
+	return s.ReadAnyASN1Element(&elem, &tag)
 }
