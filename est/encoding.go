@@ -18,6 +18,11 @@ var (
 	// ErrMalformedCSR reports a body that is not exactly one DER PKCS#10
 	// CertificationRequest.
 	ErrMalformedCSR = errors.New("malformed PKCS#10 certification request")
+	// ErrBadChallengePassword reports a challengePassword attribute that is
+	// not exactly one string value (RFC 2985 §5.4.1). crypto/x509 skips such
+	// an attribute; EST refuses it, because the attribute carries the
+	// channel binding (RFC 7030 §3.5). It wraps ErrMalformedCSR.
+	ErrBadChallengePassword = fmt.Errorf("%w: challengePassword must be one PrintableString or UTF8String", ErrMalformedCSR)
 )
 
 var (
@@ -193,7 +198,7 @@ func parseCSROuter(der []byte) (*csrInfo, error) {
 		if info.hasChallenge || !attr.ReadASN1(&set, cbasn1.SET) || !attr.Empty() ||
 			!set.ReadAnyASN1(&val, &vtag) || !set.Empty() ||
 			(vtag != cbasn1.PrintableString && vtag != cbasn1.UTF8String && vtag != cbasn1.IA5String) {
-			return nil, fmt.Errorf("%w: challengePassword must be one PrintableString or UTF8String", ErrMalformedCSR)
+			return nil, ErrBadChallengePassword
 		}
 		info.challengePassword, info.hasChallenge = string(val), true
 	}
