@@ -2,6 +2,7 @@ package est
 
 import (
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/base64"
 	"errors"
@@ -141,7 +142,7 @@ func parseCSR(der []byte) (*x509.CertificateRequest, *csrInfo, error) {
 	return csr, info, nil
 }
 
-// parseCSROuter walks the CertificationRequest (RFC 2986 §4):
+// parseCSROuter decodes the CertificationRequest (RFC 2986 §4):
 //
 //	CertificationRequest ::= SEQUENCE {
 //	     certificationRequestInfo CertificationRequestInfo,
@@ -153,67 +154,65 @@ func parseCSR(der []byte) (*x509.CertificateRequest, *csrInfo, error) {
 //	     subjectPKInfo SubjectPublicKeyInfo,
 //	     attributes    [0] Attributes }
 //
-// It is exactly as lenient as crypto/x509's encoding/asn1 structures
-// (which allow trailing elements inside a SEQUENCE) and no more, so the two
-// accept the same outer structures; nothing may follow the outer SEQUENCE.
+// to read the challengePassword, which crypto/x509 does not expose. It uses
+// encoding/asn1 with the same structure shapes as crypto/x509, so the two
+// accept exactly the same outer structures (a re-parse with cryptobyte
+// cannot: it has no high-tag-number form, which encoding/asn1 accepts in
+// every RawValue). The one deliberate difference is the challengePassword:
+// crypto/x509 skips a malformed one; EST refuses it (ErrBadChallengePassword).
 func parseCSROuter(der []byte) (*csrInfo, error) {
-	in := cryptobyte.String(der)
-	var req, cri, alg, spki, spkiAlg, attrs cryptobyte.String
-	var sig asn1.BitString
-	var version int64
-	var oid asn1.ObjectIdentifier
-	var subject cryptobyte.String
-	var tag cbasn1.Tag
-	if !in.ReadASN1(&req, cbasn1.SEQUENCE) || !in.Empty() {
-		return nil, fmt.Errorf("%w: not one DER SEQUENCE", ErrMalformedCSR)
+	var req csrOuter
+	rest, err := asn1.Unmarshal(der, &req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformedCSR, err)
 	}
-	if !req.ReadASN1(&cri, cbasn1.SEQUENCE) ||
-		!req.ReadASN1(&alg, cbasn1.SEQUENCE) || !alg.ReadASN1ObjectIdentifier(&oid) ||
-		!req.ReadASN1BitString(&sig) {
-		return nil, fmt.Errorf("%w: CertificationRequest structure", ErrMalformedCSR)
-	}
-	if !readOptionalAny(&alg) ||
-		!cri.ReadASN1Integer(&version) ||
-		!cri.ReadAnyASN1Element(&subject, &tag) || // subject: checked by crypto/x509
-		!cri.ReadASN1(&spki, cbasn1.SEQUENCE) ||
-		!spki.ReadASN1(&spkiAlg, cbasn1.SEQUENCE) || !spkiAlg.ReadASN1ObjectIdentifier(&oid) || !readOptionalAny(&spkiAlg) ||
-		!spki.ReadASN1BitString(&sig) ||
-		!cri.ReadASN1(&attrs, cbasn1.Tag(0).ContextSpecific().Constructed()) {
-		return nil, fmt.Errorf("%w: CertificationRequestInfo structure", ErrMalformedCSR)
+	if len(rest) != 0 {
+		return nil, fmt.Errorf("%w: %d bytes after the request", ErrMalformedCSR, len(rest))
 	}
 	info := &csrInfo{}
-	for !attrs.Empty() {
-		var attr cryptobyte.String
-		if !attrs.ReadAnyASN1(&attr, &tag) {
-			return nil, fmt.Errorf("%w: attributes", ErrMalformedCSR)
+	for _, raw := range req.TBS.RawAttributes {
+		var attr struct {
+			Type   asn1.ObjectIdentifier
+			Values asn1.RawValue
 		}
-		var typ asn1.ObjectIdentifier
-		if tag != cbasn1.SEQUENCE || !attr.ReadASN1ObjectIdentifier(&typ) || !typ.Equal(oidChallengePassword) {
+		if _, err := asn1.Unmarshal(raw.FullBytes, &attr); err != nil || !attr.Type.Equal(oidChallengePassword) {
 			continue // other attributes are crypto/x509's and the CA's business
 		}
 		// RFC 2985 §5.4.1: challengePassword ATTRIBUTE ::= { WITH SYNTAX
 		// DirectoryString {pkcs-9-ub-challengePassword} SINGLE VALUE TRUE }.
-		var set, val cryptobyte.String
-		var vtag cbasn1.Tag
-		if info.hasChallenge || !attr.ReadASN1(&set, cbasn1.SET) || !attr.Empty() ||
-			!set.ReadAnyASN1(&val, &vtag) || !set.Empty() ||
-			(vtag != cbasn1.PrintableString && vtag != cbasn1.UTF8String && vtag != cbasn1.IA5String) {
+		if info.hasChallenge || attr.Values.Class != asn1.ClassUniversal || attr.Values.Tag != asn1.TagSet || !attr.Values.IsCompound {
 			return nil, ErrBadChallengePassword
 		}
-		info.challengePassword, info.hasChallenge = string(val), true
+		var val asn1.RawValue
+		rest, err := asn1.Unmarshal(attr.Values.Bytes, &val)
+		if err != nil || len(rest) != 0 || val.Class != asn1.ClassUniversal || val.IsCompound ||
+			(val.Tag != asn1.TagPrintableString && val.Tag != asn1.TagUTF8String && val.Tag != asn1.TagIA5String) {
+			return nil, ErrBadChallengePassword
+		}
+		info.challengePassword, info.hasChallenge = string(val.Bytes), true
 	}
 	return info, nil
 }
 
-// readOptionalAny reads the optional parameters of an AlgorithmIdentifier.
-func readOptionalAny(s *cryptobyte.String) bool {
-	// encoding/asn1, which crypto/x509 uses for these structures, decodes
-	// the one optional parameters element and ignores whatever follows it
-	// inside the SEQUENCE without parsing it; so do we.
-	if s.Empty() {
-		return true
-	}
-	var elem cryptobyte.String
-	var tag cbasn1.Tag
-	return s.ReadAnyASN1Element(&elem, &tag)
+// csrOuter and csrTBS mirror crypto/x509's certificateRequest and
+// tbsCertificateRequest structures.
+type csrOuter struct {
+	Raw                asn1.RawContent
+	TBS                csrTBS
+	SignatureAlgorithm pkix.AlgorithmIdentifier
+	SignatureValue     asn1.BitString
+}
+
+type csrTBS struct {
+	Raw           asn1.RawContent
+	Version       int
+	Subject       asn1.RawValue
+	PublicKey     csrPublicKeyInfo
+	RawAttributes []asn1.RawValue `asn1:"tag:0"`
+}
+
+type csrPublicKeyInfo struct {
+	Raw       asn1.RawContent
+	Algorithm pkix.AlgorithmIdentifier
+	PublicKey asn1.BitString
 }
