@@ -114,19 +114,27 @@ func parseEKU(value []byte) ([]asn1.ObjectIdentifier, error) {
 	return ekus, nil
 }
 
-// CheckCSRAgainstProfile runs CheckCSR and then refuses a CSR that asks for
-// anything the profile does not derive for dev (reliability C05-C07): every
-// subject attribute in the CSR must appear, with the same type and value, in
-// the subject the profile derives (an empty subject, or a subset such as just
-// CN, is accepted); every requested SAN (DNS, IP, URI, otherName) must be one
-// the profile derives, and any other SAN type (email, directoryName, …) is
-// refused; an extended key usage other than clientAuth (and serverAuth when
-// the profile grants it) is refused. The certificate is built from the
-// profile regardless; this check only turns a foreign request into a 400.
+// CheckCSRAgainstProfile runs CheckCSR and then CheckCSRNames: the whole
+// CSR policy, for a caller holding a CSR nobody has checked yet.
 func CheckCSRAgainstProfile(csr *x509.CertificateRequest, p Profile, dev *DeviceIdentity) error {
 	if err := CheckCSR(csr); err != nil {
 		return err
 	}
+	return CheckCSRNames(csr, p, dev)
+}
+
+// CheckCSRNames refuses a CSR that asks for anything the profile does not
+// derive for dev (reliability C05-C07). It does not verify the signature or
+// the key (CheckCSR does): a caller whose CSR has passed CheckCSR, such as
+// an est.CA back end, calls it alone instead of paying for CheckCSR twice.
+// Every subject attribute in the CSR must appear, with the same type and
+// value, in the subject the profile derives (an empty subject, or a subset
+// such as just CN, is accepted); every requested SAN (DNS, IP, URI, otherName) must be one
+// the profile derives, and any other SAN type (email, directoryName, …) is
+// refused; an extended key usage other than clientAuth (and serverAuth when
+// the profile grants it) is refused. The certificate is built from the
+// profile regardless; this check only turns a foreign request into a 400.
+func CheckCSRNames(csr *x509.CertificateRequest, p Profile, dev *DeviceIdentity) error {
 	n, err := p.derive(dev)
 	if err != nil {
 		return fmt.Errorf("check csr: %w", err)

@@ -154,3 +154,23 @@ func ecKeyP224(t *testing.T) crypto.Signer {
 	t.Helper()
 	return ecKeyCurve224(t)
 }
+
+// TestCheckCSRNames_LeavesSignatureToCheckCSR pins the split: CheckCSRNames
+// judges names only (a back end whose CSR already passed CheckCSR calls it
+// alone), and CheckCSRAgainstProfile still refuses a bad signature.
+func TestCheckCSRNames_LeavesSignatureToCheckCSR(t *testing.T) {
+	t.Parallel()
+	csr := newCSR(t, pkitest.NewKey(t), &x509.CertificateRequest{Subject: pkix.Name{CommonName: "SN-1"}})
+	csr.Signature = append([]byte(nil), csr.Signature...)
+	csr.Signature[len(csr.Signature)-1] ^= 0xff
+	p := testProfile.WithDefaults()
+	if err := pki.CheckCSRNames(csr, p, device("SN-1")); err != nil {
+		t.Fatalf("CheckCSRNames = %v, want nil: it does not verify signatures", err)
+	}
+	if err := pki.CheckCSRAgainstProfile(csr, p, device("SN-1")); !errors.Is(err, pki.ErrBadCSR) {
+		t.Fatalf("CheckCSRAgainstProfile = %v, want ErrBadCSR for the bad signature", err)
+	}
+	if err := pki.CheckCSRNames(csr, p, device("SN-2")); !errors.Is(err, pki.ErrBadCSR) {
+		t.Fatalf("CheckCSRNames for another device = %v, want ErrBadCSR", err)
+	}
+}

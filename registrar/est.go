@@ -137,7 +137,7 @@ func (s *Service) ServerKeyGen(ctx context.Context, r *est.Request, csr *x509.Ce
 	if err != nil {
 		return nil, nil, s.refused(ctx, opServerKeyGen, p, err)
 	}
-	if err := pki.CheckCSRAgainstProfile(csr, s.cfg.LDevID, e.dev); err != nil {
+	if err := pki.CheckCSRNames(csr, s.cfg.LDevID, e.dev); err != nil {
 		return nil, nil, s.refused(ctx, opServerKeyGen, p, problem.New(problem.BadRequest, err, "the CSR is refused: %v", err))
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

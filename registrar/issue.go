@@ -107,14 +107,16 @@ func (s *Service) authorizeReenroll(ctx context.Context, peer *Peer) (*enrollmen
 	return &enrollment{op: opReenroll, key: peer.Device, dev: id, peerKey: nil}, nil
 }
 
-// checkCSR applies the CSR policy: the profile check (RFC 8995 §5.9.2: the
-// registrar MUST validate the CSR against the attributes it gave out; names
-// and extended key usages not derived from the device are 400, attack
-// tables C02–C07), the key types /csrattrs asks for (C10), and key
+// checkCSR applies the CSR policy that is the back end's: the profile check
+// (RFC 8995 §5.9.2: the registrar MUST validate the CSR against the
+// attributes it gave out; names and extended key usages not derived from
+// the device are 400, attack rows C05–C07), the key types /csrattrs asks for (C10), and key
 // uniqueness: not the IDevID's key, not a key certified for another device
-// (C13).
+// (C13). The signature and key policy (pki.CheckCSR: C02–C04, C06) were
+// checked by the EST edge before it called the back end (est.CA), so they
+// are not verified a second time here.
 func (s *Service) checkCSR(ctx context.Context, e *enrollment, csr *x509.CertificateRequest) error {
-	if err := pki.CheckCSRAgainstProfile(csr, s.cfg.LDevID, e.dev); err != nil {
+	if err := pki.CheckCSRNames(csr, s.cfg.LDevID, e.dev); err != nil {
 		return problem.New(problem.BadRequest, err, "the CSR is refused: %v", err)
 	}
 	if !advertisedKey(csr.PublicKey) {
