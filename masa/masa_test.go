@@ -240,11 +240,11 @@ func TestService_RequestVoucher_Proximity(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != masa.MediaJSON {
 		t.Fatalf("audit log: %d %q: %s", resp.StatusCode, resp.Header.Get("Content-Type"), logBody)
 	}
-	l, err := masa.ParseAuditLog(logBody)
+	l, err := voucher.ParseAuditLog(logBody)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := masa.AuditEvent{Date: pkitest.TestTime, DomainID: base64.StdEncoding.EncodeToString(f.domain.Cert.SubjectKeyId), Nonce: nonceText, Assertion: voucher.AssertionProximity}
+	want := voucher.AuditEvent{Date: pkitest.TestTime, DomainID: base64.StdEncoding.EncodeToString(f.domain.Cert.SubjectKeyId), Nonce: nonceText, Assertion: voucher.AssertionProximity}
 	if len(l.Events) != 1 || !l.Events[0].Date.Equal(want.Date) || l.Events[0].DomainID != want.DomainID || l.Events[0].Nonce != want.Nonce || l.Events[0].Assertion != want.Assertion {
 		t.Errorf("audit log = %+v, want one %+v", l, want)
 	}

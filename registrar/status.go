@@ -13,12 +13,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gatehouse-pki/gatehouse/internal/audit"
 	"github.com/gatehouse-pki/gatehouse/internal/problem"
 	"github.com/gatehouse-pki/gatehouse/internal/web"
 	"github.com/gatehouse-pki/gatehouse/pki"
 	"github.com/gatehouse-pki/gatehouse/store"
+	"github.com/gatehouse-pki/gatehouse/voucher"
 )
 
 // ErrBadStatus reports a voucher_status or enrollstatus body that breaks
@@ -348,7 +350,7 @@ func (s *Service) CheckAuditLog(ctx context.Context, key store.DeviceKey) error 
 		return s.audit.Record(ctx, audit.New(audit.AuditLogChecked, "device", key.String(), "pledge_serial", key.Serial, "result", "unavailable", "reason", problem.From(err).Detail))
 	}
 	s.metrics.masaRequests.WithLabelValues(masaOK).Inc()
-	log, err := ParseAuditLog(body)
+	log, err := voucher.ParseAuditLog(body)
 	if err != nil {
 		return s.block(ctx, key, "audit log is malformed: "+err.Error())
 	}
@@ -359,15 +361,15 @@ func (s *Service) CheckAuditLog(ctx context.Context, key store.DeviceKey) error 
 }
 
 // auditLogViolation returns why log breaks policy, or "".
-func (s *Service) auditLogViolation(log *AuditLog) string {
+func (s *Service) auditLogViolation(log *voucher.AuditLog) string {
 	for _, e := range log.Events {
-		if !s.domainIDs[string(e.DomainID)] {
-			return "audit log names a foreign domainID " + e.DomainIDText
+		if id, err := e.DomainIDBytes(); err != nil || !s.domainIDs[string(id)] {
+			return "audit log names a foreign domainID " + e.DomainID
 		}
-		if e.Nonce == nil {
+		if e.Nonce == "" {
 			// RFC 8995 §5.8.3: nonceless entries are a reset-and-takeover
 			// risk.
-			return "audit log has a nonceless entry dated " + e.Date
+			return "audit log has a nonceless entry dated " + e.Date.UTC().Format(time.RFC3339)
 		}
 	}
 	if log.Truncation.NoncelessDuplicates > 0 {

@@ -7,6 +7,10 @@
 //   - YANG-CBOR with SID keys (RFC 9254 delta encoding) inside COSE_Sign1,
 //     application/voucher+cose (draft-ietf-anima-constrained-voucher).
 //
+// It also holds the MASA audit log (RFC 8995 §5.8.1), the record of the
+// vouchers issued for a device, which the MASA writes and the registrar
+// reads (AuditLog, ParseAuditLog).
+//
 // Invariants:
 //   - The package does no network or disk I/O and does not log; it parses,
 //     builds, signs and verifies, and returns only the sentinel errors declared

@@ -257,20 +257,20 @@ func (a *adversary) tamperAuditLog(body []byte) ([]byte, error) {
 	if a.mode != ModeAuditForeignDomain && a.mode != ModeAuditNonceless {
 		return body, nil
 	}
-	l, err := masa.ParseAuditLog(body)
+	l, err := voucher.ParseAuditLog(body)
 	if err != nil {
 		return nil, err
 	}
 	now := a.srv.clock.Now().UTC().Truncate(time.Second)
 	switch a.mode {
 	case ModeAuditForeignDomain:
-		l.Events = append(l.Events, masa.AuditEvent{Date: now.Add(-time.Hour), DomainID: ForeignDomainID, Nonce: "Zm9yZWlnbi1ub25jZQ==", Assertion: voucher.AssertionProximity})
+		l.Events = append(l.Events, voucher.AuditEvent{Date: now.Add(-time.Hour), DomainID: ForeignDomainID, Nonce: "Zm9yZWlnbi1ub25jZQ==", Assertion: voucher.AssertionProximity})
 	case ModeAuditNonceless:
 		domain := ForeignDomainID
 		if len(l.Events) > 0 {
 			domain = l.Events[0].DomainID
 		}
-		l.Events = append(l.Events, masa.AuditEvent{Date: now.Add(-time.Hour), DomainID: domain, Assertion: voucher.AssertionLogged})
+		l.Events = append(l.Events, voucher.AuditEvent{Date: now.Add(-time.Hour), DomainID: domain, Assertion: voucher.AssertionLogged})
 	}
 	return l.MarshalJSON()
 }

@@ -185,7 +185,7 @@ func TestStartAdversarial(t *testing.T) {
 			if err != nil || resp.StatusCode != http.StatusOK {
 				t.Fatalf("audit log: %v %v", err, resp)
 			}
-			l, err := masa.ParseAuditLog(b)
+			l, err := voucher.ParseAuditLog(b)
 			if err != nil || len(l.Events) != 2 {
 				t.Fatalf("audit log %s: %v", b, err)
 			}

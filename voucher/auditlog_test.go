@@ -1,4 +1,4 @@
-package masa_test
+package voucher_test
 
 import (
 	"bytes"
@@ -10,24 +10,23 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/gatehouse-pki/gatehouse/internal/testvectors"
-	"github.com/gatehouse-pki/gatehouse/masa"
 	"github.com/gatehouse-pki/gatehouse/voucher"
 )
 
 func TestParseAuditLog_RFCExample(t *testing.T) {
 	t.Parallel()
-	l, err := masa.ParseAuditLog(testvectors.Read(t, "rfc8995/example-auditlog.json"))
+	l, err := voucher.ParseAuditLog(testvectors.Read(t, "rfc8995/example-auditlog.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	edt := time.FixedZone("", -4*3600)
-	want := &masa.AuditLog{
+	want := &voucher.AuditLog{
 		Version: 1,
-		Events: []masa.AuditEvent{
+		Events: []voucher.AuditEvent{
 			{Date: time.Date(2019, 5, 15, 17, 25, 55, 644e6, edt), DomainID: "BduJhdHPpfhQLyponf48JzXSGZ8=", Nonce: "VOUFT-WwrEv0NuAQEHoV7Q", Assertion: voucher.AssertionProximity},
 			{Date: time.Date(2017, 5, 15, 17, 25, 55, 644e6, edt), DomainID: "BduJhdHPpfhQLyponf48JzXSGZ8=", Nonce: "f4G6Vi1t8nKo/FieCVgpBg==", Assertion: voucher.AssertionProximity},
 		},
-		Truncation: masa.Truncation{NoncelessDuplicates: 1, Arbitrary: 2},
+		Truncation: voucher.AuditTruncation{NoncelessDuplicates: 1, Arbitrary: 2},
 	}
 	if d := cmp.Diff(want, l); d != "" {
 		t.Errorf("(-want +got):\n%s", d)
@@ -39,18 +38,18 @@ func TestParseAuditLog(t *testing.T) {
 	tests := []struct {
 		name    string
 		in      string
-		want    *masa.AuditLog
+		want    *voucher.AuditLog
 		wantErr bool
 	}{
 		{name: "rfc-shape", in: `{"version":1,"events":[{"date":"2030-01-02T03:04:05Z","domainID":"AAA=","nonce":null,"assertion":"logged"}]}`,
-			want: &masa.AuditLog{Version: 1, Events: []masa.AuditEvent{{Date: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), DomainID: "AAA=", Assertion: voucher.AssertionLogged}}}},
+			want: &voucher.AuditLog{Version: 1, Events: []voucher.AuditEvent{{Date: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), DomainID: "AAA=", Assertion: voucher.AssertionLogged}}}},
 		{name: "highway/registrarID-no-assertion", in: `{"version":"1","events":[{"date":"2030-01-02T03:04:05Z","registrarID":"AAA=","nonce":"abc"}]}`,
-			want: &masa.AuditLog{Version: 1, Events: []masa.AuditEvent{{Date: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), DomainID: "AAA=", Nonce: "abc"}}}},
+			want: &voucher.AuditLog{Version: 1, Events: []voucher.AuditEvent{{Date: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), DomainID: "AAA=", Nonce: "abc"}}}},
 		{name: "missing-nonce-is-null", in: `{"version":1,"events":[{"date":"2030-01-02T03:04:05Z","domainID":"AAA="}]}`,
-			want: &masa.AuditLog{Version: 1, Events: []masa.AuditEvent{{Date: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), DomainID: "AAA="}}}},
-		{name: "unknown-members-ignored", in: `{"version":2,"x":{"y":[1,2]},"events":[]}`, want: &masa.AuditLog{Version: 2, Events: []masa.AuditEvent{}}},
+			want: &voucher.AuditLog{Version: 1, Events: []voucher.AuditEvent{{Date: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), DomainID: "AAA="}}}},
+		{name: "unknown-members-ignored", in: `{"version":2,"x":{"y":[1,2]},"events":[]}`, want: &voucher.AuditLog{Version: 2, Events: []voucher.AuditEvent{}}},
 		{name: "both-ids-agree", in: `{"version":1,"events":[{"date":"2030-01-02T03:04:05Z","domainID":"A","registrarID":"A"}]}`,
-			want: &masa.AuditLog{Version: 1, Events: []masa.AuditEvent{{Date: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), DomainID: "A"}}}},
+			want: &voucher.AuditLog{Version: 1, Events: []voucher.AuditEvent{{Date: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), DomainID: "A"}}}},
 		{name: "both-ids-differ", in: `{"version":1,"events":[{"date":"2030-01-02T03:04:05Z","domainID":"A","registrarID":"B"}]}`, wantErr: true},
 		{name: "duplicate-top-key", in: `{"version":1,"version":2,"events":[]}`, wantErr: true},
 		{name: "duplicate-event-key", in: `{"version":1,"events":[{"date":"2030-01-02T03:04:05Z","domainID":"A","domainID":"B"}]}`, wantErr: true},
@@ -68,14 +67,14 @@ func TestParseAuditLog(t *testing.T) {
 		{name: "trailing-data", in: `{"version":1,"events":[]} {}`, wantErr: true},
 		{name: "too-deep", in: `{"version":1,"events":[],"x":[[[[[[[[[[1]]]]]]]]]]}`, wantErr: true},
 		{name: "not-object", in: `[1]`, wantErr: true},
-		{name: "too-large", in: `{"version":1,"events":[],"x":"` + strings.Repeat("a", masa.MaxAuditLogBytes) + `"}`, wantErr: true},
+		{name: "too-large", in: `{"version":1,"events":[],"x":"` + strings.Repeat("a", voucher.MaxAuditLogBytes) + `"}`, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := masa.ParseAuditLog([]byte(tc.in))
+			got, err := voucher.ParseAuditLog([]byte(tc.in))
 			if tc.wantErr {
-				if !errors.Is(err, masa.ErrBadAuditLog) {
+				if !errors.Is(err, voucher.ErrBadAuditLog) {
 					t.Fatalf("err = %v, want ErrBadAuditLog", err)
 				}
 				return
@@ -92,7 +91,7 @@ func TestParseAuditLog(t *testing.T) {
 
 func TestAuditLog_MarshalJSON(t *testing.T) {
 	t.Parallel()
-	l := &masa.AuditLog{Version: 1, Events: []masa.AuditEvent{
+	l := &voucher.AuditLog{Version: 1, Events: []voucher.AuditEvent{
 		{Date: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC), DomainID: "AAA=", Nonce: "bm9uY2U", Assertion: voucher.AssertionProximity},
 		{Date: time.Date(2030, 1, 2, 3, 4, 6, 0, time.UTC), DomainID: "AAA=", Assertion: voucher.AssertionLogged, Truncated: 3},
 	}}
@@ -122,18 +121,18 @@ func FuzzParseAuditLog(f *testing.F) {
 	f.Add([]byte(`{"version":1,"events":[],"truncation":{"nonced duplicates":"0","arbitrary":7}}`))
 	f.Add([]byte(`{"version":1,"events":[{"date":"2030-01-02T03:04:05Z","domainID":"A","domainID":"B"}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		l, err := masa.ParseAuditLog(b)
+		l, err := voucher.ParseAuditLog(b)
 		if err != nil {
 			return
 		}
-		if len(b) > masa.MaxAuditLogBytes {
+		if len(b) > voucher.MaxAuditLogBytes {
 			t.Fatalf("accepted %d bytes", len(b))
 		}
 		enc, err := l.MarshalJSON()
 		if err != nil {
 			t.Fatalf("marshal accepted log: %v", err)
 		}
-		l2, err := masa.ParseAuditLog(enc)
+		l2, err := voucher.ParseAuditLog(enc)
 		if err != nil {
 			t.Fatalf("re-parse %s: %v", enc, err)
 		}
