@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gatehouse-pki/gatehouse/registrar"
 )
 
 func TestExamples_Load(t *testing.T) {
@@ -26,7 +28,7 @@ func TestExamples_Load(t *testing.T) {
 				if err != nil {
 					t.Fatalf("example does not load: %v", err)
 				}
-				if c.Manufacturers[0].Policy != PolicyApprove || c.LDevID.Validity.D() != 90*24*time.Hour {
+				if c.Manufacturers[0].Policy != registrar.PolicyApprove || c.LDevID.Validity.D() != 90*24*time.Hour {
 					t.Fatalf("example decoded wrongly: %+v", c)
 				}
 			case "masa":
@@ -96,7 +98,7 @@ manufacturers:
 				if err != nil {
 					t.Fatalf("ParseRegistrar: %v", err)
 				}
-				if c.Listen.HTTPS != "127.0.0.1:8443" || c.Manufacturers[0].Policy != PolicyApprove || c.MASAClient.MaxInFlight != 32 {
+				if c.Listen.HTTPS != "127.0.0.1:8443" || c.Manufacturers[0].Policy != registrar.PolicyApprove || c.MASAClient.MaxInFlight != 32 {
 					t.Fatalf("defaults not applied: %+v", c)
 				}
 				return
@@ -141,7 +143,7 @@ func TestRegistrar_ZeroValueIsSafe(t *testing.T) {
 	if c.Listen.HTTPS != "127.0.0.1:8443" || c.Listen.Admin != "127.0.0.1:9090" {
 		t.Fatalf("listeners default beyond loopback: %+v", c.Listen)
 	}
-	if c.Manufacturers[0].Policy != PolicyApprove {
+	if c.Manufacturers[0].Policy != registrar.PolicyApprove {
 		t.Fatalf("policy defaults to %q, want approve", c.Manufacturers[0].Policy)
 	}
 	if err := c.Validate(); err == nil {

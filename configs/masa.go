@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/gatehouse-pki/gatehouse/masa"
 )
 
 // MASA is the schema of `gatehouse masa --config FILE`.
@@ -37,7 +39,7 @@ type Ownership struct {
 	// Mode is "registry" (only owners listed in the device registry may
 	// claim a device; default) or "first-claim" (lab mode: the first domain
 	// to claim an unowned device becomes its owner, RFC 8995 §7.4 TOFU).
-	Mode string `yaml:"mode"`
+	Mode masa.Ownership `yaml:"mode"`
 	// RegistrarCAs are PEM files of domain CAs whose registrars may
 	// authenticate to this MASA over TLS. Empty: any client certificate is
 	// accepted at the TLS layer and ownership decides.
@@ -56,7 +58,7 @@ func (c MASA) WithDefaults() MASA {
 		c.Admin = "127.0.0.1:9091"
 	}
 	if c.Ownership.Mode == "" {
-		c.Ownership.Mode = "registry"
+		c.Ownership.Mode = masa.OwnershipRegistry
 	}
 	if c.NoncelessValidity == 0 {
 		c.NoncelessValidity = Duration(20 * time.Minute)
@@ -84,9 +86,7 @@ func (c MASA) Validate() error {
 	if len(c.IDevIDAnchors) == 0 {
 		add("idevidAnchors: at least one is required")
 	}
-	switch c.Ownership.Mode {
-	case "registry", "first-claim":
-	default:
+	if !c.Ownership.Mode.IsValid() {
 		add("ownership.mode %q: want registry or first-claim", c.Ownership.Mode)
 	}
 	if c.NoncelessValidity <= 0 || c.NoncelessValidity.D() > 30*24*time.Hour {

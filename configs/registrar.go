@@ -7,6 +7,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/gatehouse-pki/gatehouse/pki"
+	"github.com/gatehouse-pki/gatehouse/registrar"
 )
 
 // Registrar is the schema of `gatehouse registrar --config FILE`.
@@ -92,27 +95,6 @@ type LDevIDProfile struct {
 	Lint string `yaml:"lint"`
 }
 
-// Policy is a manufacturer's admission policy for unknown pledges.
-type Policy string
-
-// The admission policies.
-const (
-	// PolicyAcceptAll admits every pledge whose IDevID chains to the
-	// manufacturer (RFC 8995 §7.3 reduced-security mode: "accept all
-	// devices of a type").
-	PolicyAcceptAll Policy = "accept-all"
-	// PolicyAllowlist admits only the serial numbers listed.
-	PolicyAllowlist Policy = "allowlist"
-	// PolicyApprove holds unknown pledges (202 + Retry-After) until an
-	// operator approves them.
-	PolicyApprove Policy = "approve"
-)
-
-// IsValid reports whether p is a defined policy.
-func (p Policy) IsValid() bool {
-	return p == PolicyAcceptAll || p == PolicyAllowlist || p == PolicyApprove
-}
-
 // Manufacturer is one manufacturer's trust and policy settings.
 type Manufacturer struct {
 	// Name identifies the manufacturer in logs, metrics and the audit trail.
@@ -135,7 +117,7 @@ type Manufacturer struct {
 	// extension (it must also be in MASAURLs).
 	MASAURLOverride string `yaml:"masaURLOverride"`
 	// Policy is the admission policy. Default "approve".
-	Policy Policy `yaml:"policy"`
+	Policy registrar.Policy `yaml:"policy"`
 	// Allowlist holds the serial numbers admitted under PolicyAllowlist.
 	Allowlist []string `yaml:"allowlist"`
 	// IgnoreIDevIDExpiry accepts IDevIDs past their NotAfter (RFC 8995
@@ -147,7 +129,7 @@ type Manufacturer struct {
 	SerialNumberAttribute string `yaml:"serialNumberAttribute"`
 	// IDevIDIssuerEncoding is how idevid-issuer is encoded in registrar
 	// voucher-requests: "octet-string" (default), "sequence" or "key-id".
-	IDevIDIssuerEncoding string `yaml:"idevidIssuerEncoding"`
+	IDevIDIssuerEncoding pki.IssuerEncoding `yaml:"idevidIssuerEncoding"`
 }
 
 // MASAClient bounds the registrar's outbound MASA calls (reliability D4).
@@ -217,13 +199,13 @@ func (p LDevIDProfile) WithDefaults() LDevIDProfile {
 // WithDefaults returns m with every unset field at its default.
 func (m Manufacturer) WithDefaults() Manufacturer {
 	if m.Policy == "" {
-		m.Policy = PolicyApprove
+		m.Policy = registrar.PolicyApprove
 	}
 	if m.SerialNumberAttribute == "" {
 		m.SerialNumberAttribute = "serialNumber"
 	}
 	if m.IDevIDIssuerEncoding == "" {
-		m.IDevIDIssuerEncoding = "octet-string"
+		m.IDevIDIssuerEncoding = pki.IssuerEncodingOctetString
 	}
 	return m
 }
@@ -361,12 +343,10 @@ func (m Manufacturer) Validate() error {
 	if !m.Policy.IsValid() {
 		add("policy %q: want accept-all, allowlist or approve", m.Policy)
 	}
-	if m.Policy != PolicyAllowlist && len(m.Allowlist) > 0 {
+	if m.Policy != registrar.PolicyAllowlist && len(m.Allowlist) > 0 {
 		add("allowlist is set but policy is %q", m.Policy)
 	}
-	switch m.IDevIDIssuerEncoding {
-	case "octet-string", "sequence", "key-id":
-	default:
+	if !m.IDevIDIssuerEncoding.IsValid() {
 		add("idevidIssuerEncoding %q: want octet-string, sequence or key-id", m.IDevIDIssuerEncoding)
 	}
 	if m.SerialNumberAttribute != "serialNumber" && m.SerialNumberAttribute != "CN" && !isDottedOID(m.SerialNumberAttribute) {

@@ -94,7 +94,7 @@ func (a *app) runMASA(cmd *cobra.Command, path string) error {
 	rec := audit.NewRecorder(db, auditLog)
 	reg := newMetricsRegistry()
 	svc, err := masa.New(masa.Config{
-		Ownership:         masa.Ownership(cfg.Ownership.Mode),
+		Ownership:         cfg.Ownership.Mode,
 		NoncelessValidity: cfg.NoncelessValidity.D(),
 	}, masa.Deps{
 		Logger:        logger,

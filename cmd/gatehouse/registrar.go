@@ -67,12 +67,6 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 	}
 	ctx, stop := signalContext(cmd.Context())
 	defer stop()
-	// Every key file the config names must be 0600, even those not used yet.
-	if cfg.DomainCA.KeyFile != "" {
-		if err := checkKeyFile("domainCA", cfg.DomainCA.KeyFile); err != nil {
-			return err
-		}
-	}
 	ra, err := loadKeyPair(ctx, "tls", cfg.TLS.CertFile, cfg.TLS.KeyFile)
 	if err != nil {
 		return err
@@ -179,10 +173,10 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 func registrarManufacturer(m configs.Manufacturer) (registrar.Manufacturer, error) {
 	rm := registrar.Manufacturer{
 		Name:               m.Name,
-		Policy:             registrar.Policy(m.Policy),
+		Policy:             m.Policy,
 		Allowlist:          m.Allowlist,
 		IgnoreIDevIDExpiry: m.IgnoreIDevIDExpiry,
-		IDevID:             pki.IDevIDOptions{IssuerEncoding: pki.IssuerEncoding(m.IDevIDIssuerEncoding)},
+		IDevID:             pki.IDevIDOptions{IssuerEncoding: m.IDevIDIssuerEncoding},
 	}
 	if m.SerialNumberAttribute != "serialNumber" {
 		rm.IDevID.SerialFallback = m.SerialNumberAttribute
