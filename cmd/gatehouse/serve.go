@@ -109,25 +109,21 @@ func newMetricsRegistry() *prometheus.Registry {
 	return reg
 }
 
-// adminHandler serves /healthz (the process is up), /readyz (every
-// listener is serving), /metrics from reg, and api (when not nil) under
-// /api/v1/.
+// adminHandler serves /healthz and /readyz (both 200 once every listener
+// is serving and until shutdown begins, 503 otherwise: the issue's "answers
+// 200 once everything is ready"), /metrics from reg, and api (when not nil)
+// under /api/v1/.
 func adminHandler(reg *prometheus.Registry, api http.Handler, ready *atomic.Bool) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	readiness := func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Load() {
-			http.Error(w, "starting or stopping", http.StatusServiceUnavailable)
+			http.Error(w, "not ready: starting or stopping", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = io.WriteString(w, "ready\n")
-	})
+	}
+	mux.HandleFunc("GET /healthz", readiness)
+	mux.HandleFunc("GET /readyz", readiness)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	if api != nil {
 		mux.Handle("/api/v1/", api)
@@ -168,25 +164,11 @@ func openAuditFile(path string) (*slog.Logger, io.Closer, error) {
 	return slog.New(slog.NewJSONHandler(f, nil)), f, nil
 }
 
-// checkKeyFile refuses a private key file that is missing or accessible by
-// group or others (DESIGN.md: key files are 0600 and refused otherwise).
-func checkKeyFile(what, path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("%s key %s: %w", what, path, err)
-	}
-	if perm := fi.Mode().Perm(); perm&^pki.KeyFileMode != 0 {
-		return fmt.Errorf("%s key %s has mode %#o; private key files must be 0600 (chmod 600 %s)", what, path, perm, path)
-	}
-	return nil
-}
-
 // loadKeyPair reads a PEM certificate chain (end-entity first) and its key
-// file (mode 0600), and checks they match.
+// file, and checks they match. pki.LoadSigner refuses a key file accessible
+// by group or others (DESIGN.md: key files are 0600), naming the file, its
+// mode and the fix.
 func loadKeyPair(ctx context.Context, what, certFile, keyFile string) (tls.Certificate, error) {
-	if err := checkKeyFile(what, keyFile); err != nil {
-		return tls.Certificate{}, err
-	}
 	chain, err := readCertificates(certFile)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("%s certificate %s: %w", what, certFile, err)
