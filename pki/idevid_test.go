@@ -161,8 +161,8 @@ func TestSerialNumber_Fallback(t *testing.T) {
 		{"fallback-cn", pkitest.NewIDevID(t, mfg, "SN-9", "", pkitest.NoSerialNumber(), pkitest.Name("CN-9")).Cert, "CN", "CN-9", nil},
 		{"fallback-oid", pkitest.NewIDevID(t, mfg, "SN-9", "", pkitest.NoSerialNumber(), pkitest.Name("CN-10")).Cert, "2.5.4.3", "CN-10", nil},
 		{"fallback-absent", pkitest.NewIDevID(t, mfg, "SN-9", "", pkitest.NoSerialNumber()).Cert, "O", "", pki.ErrNoSerialNumber},
-		{"too-long", pkitest.NewIDevID(t, mfg, long, "").Cert, "", "", pki.ErrBadSerial},
-		{"control-char", pkitest.NewIDevID(t, mfg, "SN\x01", "").Cert, "", "", pki.ErrBadSerial},
+		{"too-long", pkitest.NewIDevID(t, mfg, long, "", pkitest.NonConforming("a serialNumber over 64 characters is the case under test")).Cert, "", "", pki.ErrBadSerial},
+		{"control-char", pkitest.NewIDevID(t, mfg, "SN\x01", "", pkitest.NonConforming("a control character in serialNumber is the case under test")).Cert, "", "", pki.ErrBadSerial},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

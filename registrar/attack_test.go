@@ -58,9 +58,9 @@ type attack struct {
 }
 
 // post builds and posts a PVR from pledge serial, after mutate.
-func post(serial string, mutate func(*voucher.Request)) func(*testing.T, *env, any) outcome {
+func post(serial string, mutate func(*voucher.Request), opts ...pkitest.Option) func(*testing.T, *env, any) outcome {
 	return func(t *testing.T, e *env, _ any) outcome {
-		p := e.pledge(t, serial)
+		p := e.pledge(t, serial, opts...)
 		req := p.Request(t)
 		if mutate != nil {
 			mutate(req)
@@ -165,7 +165,7 @@ func TestAttackTableA(t *testing.T) {
 				return send(t, p, p.Sign(t, p.Request(t)))
 			}},
 		{name: "A07 serial longer than 64 characters", masaZero: true, wantCode: 400, refused: 1,
-			do: post(strings.Repeat("S", 65), nil)},
+			do: post(strings.Repeat("S", 65), nil, pkitest.NonConforming("attack row A07: a serialNumber over 64 characters"))},
 		{name: "A08 serial-number differs from the IDevID", masaZero: true, wantCode: 400, refused: 1,
 			do: post("SN-A08", func(r *voucher.Request) { r.SerialNumber = "SN-OTHER" })},
 		{name: "A09 signed by another device's IDevID", masaZero: true, wantCode: 403, refused: 1,

@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,6 +59,8 @@ type options struct {
 	noAKI        bool
 	noSerial     bool
 	key          crypto.Signer
+	// nonConforming, when set, is why the certificate is not linted.
+	nonConforming string
 }
 
 func collect(opts []Option) options {
@@ -103,6 +106,13 @@ func NoSerialNumber() Option { return func(o *options) { o.noSerial = true } }
 // NewRACert).
 func Key(k crypto.Signer) Option { return func(o *options) { o.key = k } }
 
+// NonConforming marks a certificate a test mints on purpose to break the
+// profile (an over-long serialNumber for an attack row, say), so NewIDevID
+// does not lint it. reason says why; it must not be empty.
+func NonConforming(reason string) Option {
+	return func(o *options) { o.nonConforming = reason }
+}
+
 // CA is a generated CA.
 type CA struct {
 	// Cert is the issuing certificate (the intermediate, if any).
@@ -134,6 +144,9 @@ func NewCA(t testing.TB, opts ...Option) *CA {
 	ca, err := pki.NewRootCA(o.clk, cfg, mustKey(t), inter)
 	if err != nil {
 		t.Fatalf("pkitest: new ca: %v", err)
+	}
+	for _, c := range ca.Chain {
+		lintMinted(t, c)
 	}
 	return &CA{Cert: ca.Cert, Signer: ca.Signer, Chain: ca.Chain, Clock: o.clk, pki: ca}
 }
@@ -172,7 +185,8 @@ func (ca *CA) NewIssuer(t testing.TB, cfg pki.IssuerConfig, linter pki.Linter) *
 
 // Issue signs tmpl for pub. Unset fields are filled in: a pki.NewSerial
 // serial, NotBefore = clock − 1 min, NotAfter = NotBefore + 90 days (capped
-// at the CA's NotAfter), the SKI (pki.SubjectKeyID) and the AKI.
+// at the CA's NotAfter), the SKI (pki.SubjectKeyID) and the AKI. The
+// certificate must pass Lint: every certificate a test mints passes zlint.
 func (ca *CA) Issue(t testing.TB, tmpl *x509.Certificate, pub crypto.PublicKey) *x509.Certificate {
 	t.Helper()
 	c := *tmpl
@@ -206,6 +220,7 @@ func (ca *CA) Issue(t testing.TB, tmpl *x509.Certificate, pub crypto.PublicKey) 
 	if err != nil {
 		t.Fatalf("pkitest: issue: parse: %v", err)
 	}
+	lintMinted(t, cert)
 	return cert
 }
 
@@ -241,7 +256,8 @@ func newLeaf(ca *CA, cert *x509.Certificate, key crypto.Signer) *Leaf {
 // digitalSignature, and, if masaURL is not empty, the id-pe-masa-url
 // extension holding masaURL verbatim as an IA5String (an authority such as
 // "masa.example.com:9443" or a full URI). Options: Clock, Validity,
-// WithNoExpiry, Expired, NoAKI, NoSerialNumber, Name, Key.
+// WithNoExpiry, Expired, NoAKI, NoSerialNumber, Name, Key, NonConforming.
+// The IDevID is linted (IDevID allowlist) unless marked NonConforming.
 func NewIDevID(t testing.TB, mfg *CA, serial, masaURL string, opts ...Option) *Leaf {
 	t.Helper()
 	o := collect(append([]Option{Clock(mfg.Clock)}, opts...))
@@ -303,6 +319,9 @@ func NewIDevID(t testing.TB, mfg *CA, serial, masaURL string, opts ...Option) *L
 	if err != nil {
 		t.Fatalf("pkitest: idevid: parse: %v", err)
 	}
+	if o.nonConforming == "" {
+		lintWith(t, cert, fastIDevIDLinter)
+	}
 	return newLeaf(mfg, cert, key)
 }
 
@@ -355,6 +374,7 @@ func NewRACert(t testing.TB, ca *CA, dnsNames []string, opts ...Option) *Leaf {
 	if err != nil {
 		t.Fatalf("pkitest: ra cert: %v", err)
 	}
+	lintMinted(t, cert)
 	return newLeaf(ca, cert, key)
 }
 
@@ -402,19 +422,41 @@ func TLSClient(t testing.TB, roots *x509.CertPool, clientCert *tls.Certificate, 
 // cert.
 func Lint(t testing.TB, cert *x509.Certificate) {
 	t.Helper()
-	lintWith(t, cert, nil)
+	lintWith(t, cert, defaultLinter)
 }
 
 // LintIDevID is Lint with lint.IDevIDAllowlist added, for 802.1AR IDevID
 // test certificates (for example the 99991231235959Z notAfter).
 func LintIDevID(t testing.TB, cert *x509.Certificate) {
 	t.Helper()
-	lintWith(t, cert, lint.IDevIDAllowlist())
+	lintWith(t, cert, idevidLinter)
 }
 
-func lintWith(t testing.TB, cert *x509.Certificate, allow map[string]string) {
+// The linters are built once and shared (Linter is read-only). Every
+// certificate pkitest mints is linted as it is minted, with the fast set:
+// zlint without lint.ExpensiveLints, two lints that cannot fire on these
+// certificates (a Web PKI issuer list; a brute-force search for tiny ECDSA
+// keys, where test keys come from crypto/rand) and that would otherwise
+// cost the suite about ten times its run time under -race. Lint and
+// LintIDevID, which the issuance tests call, run the full set.
+var (
+	defaultLinter    = sync.OnceValues(func() (*lint.Linter, error) { return lint.New(nil) })
+	idevidLinter     = sync.OnceValues(func() (*lint.Linter, error) { return lint.New(lint.IDevIDAllowlist()) })
+	fastLinter       = sync.OnceValues(func() (*lint.Linter, error) { return lint.NewMode(lint.ModeFast, nil) })
+	fastIDevIDLinter = sync.OnceValues(func() (*lint.Linter, error) {
+		return lint.NewMode(lint.ModeFast, lint.IDevIDAllowlist())
+	})
+)
+
+// lintMinted lints a certificate pkitest has just minted.
+func lintMinted(t testing.TB, cert *x509.Certificate) {
 	t.Helper()
-	l, err := lint.New(allow)
+	lintWith(t, cert, fastLinter)
+}
+
+func lintWith(t testing.TB, cert *x509.Certificate, linter func() (*lint.Linter, error)) {
+	t.Helper()
+	l, err := linter()
 	if err != nil {
 		t.Fatalf("pkitest: linter: %v", err)
 	}
