@@ -2,6 +2,12 @@ package est
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -108,4 +114,161 @@ func generalNames(exts []pkix.Extension) ([]string, error) {
 	}
 	slices.SortFunc(out, func(a, b string) int { return bytes.Compare([]byte(a), []byte(b)) })
 	return out, nil
+}
+
+// maxChallengePassword is PKCS#9 ub-challengePassword (RFC 2985 §5.4.1).
+const maxChallengePassword = 255
+
+var (
+	oidECDSAWithSHA256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
+	oidECDSAWithSHA384 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 3}
+	oidECDSAWithSHA512 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 4}
+	oidSHA256WithRSA   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 11}
+)
+
+// CSRRequest is what CreateCSR puts into a PKCS#10 request.
+type CSRRequest struct {
+	// RawSubject is the DER subject Name (an empty RDNSequence when nil).
+	RawSubject []byte
+	// Extensions go into one extensionRequest attribute (RFC 9908: one
+	// attribute, no duplicate extnIDs). Every Value must be set.
+	Extensions []Extension
+	// ChallengePassword, when not empty, is added as the PKCS#9
+	// challengePassword attribute (a PrintableString when it fits, else a
+	// UTF8String): the channel binding of RFC 7030 §3.5 (ChannelBinding).
+	ChallengePassword string
+}
+
+// CreateCSR builds and signs a PKCS#10 request (RFC 2986) with key, and
+// returns it parsed, its signature checked. The signature is ECDSA with
+// the curve's matching SHA-2, RSA PKCS#1 v1.5 with SHA-256, or Ed25519. It
+// writes the attributes itself because crypto/x509 cannot encode
+// challengePassword.
+func CreateCSR(req CSRRequest, key crypto.Signer) (*x509.CertificateRequest, error) {
+	csr, err := createCSR(req, key)
+	if err != nil {
+		return nil, fmt.Errorf("create csr: %w", err)
+	}
+	return csr, nil
+}
+
+func createCSR(req CSRRequest, key crypto.Signer) (*x509.CertificateRequest, error) {
+	if len(req.ChallengePassword) > maxChallengePassword {
+		return nil, errors.New("challengePassword is too long")
+	}
+	for i, e := range req.Extensions {
+		if e.Value == nil {
+			return nil, fmt.Errorf("extension %s has no value", e.ID)
+		}
+		for _, prev := range req.Extensions[:i] {
+			if prev.ID.Equal(e.ID) {
+				return nil, fmt.Errorf("duplicate extension %s (RFC 9908)", e.ID)
+			}
+		}
+	}
+	spki, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	sigAlg, hash, err := signatureFor(key)
+	if err != nil {
+		return nil, err
+	}
+	subject := req.RawSubject
+	if len(subject) == 0 {
+		subject = []byte{0x30, 0x00}
+	}
+	var tb cryptobyte.Builder
+	tb.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1Int64(0)
+		b.AddBytes(subject)
+		b.AddBytes(spki)
+		b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
+			if req.ChallengePassword != "" {
+				addAttribute(b, OIDChallengePassword, func(b *cryptobyte.Builder) {
+					tag := cbasn1.PrintableString
+					if !isPrintable(req.ChallengePassword) {
+						tag = cbasn1.UTF8String
+					}
+					b.AddASN1(tag, func(b *cryptobyte.Builder) { b.AddBytes([]byte(req.ChallengePassword)) })
+				})
+			}
+			if len(req.Extensions) > 0 {
+				addAttribute(b, OIDExtensionRequest, func(b *cryptobyte.Builder) {
+					if err := addExtensions(b, req.Extensions, false); err != nil {
+						b.SetError(err)
+					}
+				})
+			}
+		})
+	})
+	tbs, err := tb.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	digest := tbs
+	if hash != crypto.Hash(0) {
+		h := hash.New()
+		h.Write(tbs)
+		digest = h.Sum(nil)
+	}
+	sig, err := key.Sign(rand.Reader, digest, hash)
+	if err != nil {
+		return nil, fmt.Errorf("sign: %w", err)
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(tbs)
+		b.AddBytes(sigAlg)
+		b.AddASN1BitString(sig)
+	})
+	der, err := b.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return nil, fmt.Errorf("parse back: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("check signature: %w", err)
+	}
+	return csr, nil
+}
+
+// signatureFor returns the DER AlgorithmIdentifier and the hash for a key:
+// ECDSA with the curve's matching SHA-2, RSA PKCS#1 v1.5 with SHA-256,
+// Ed25519.
+func signatureFor(key crypto.Signer) ([]byte, crypto.Hash, error) {
+	var (
+		oid    asn1.ObjectIdentifier
+		hash   crypto.Hash
+		params bool
+	)
+	switch k := key.Public().(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P384():
+			oid, hash = oidECDSAWithSHA384, crypto.SHA384
+		case elliptic.P521():
+			oid, hash = oidECDSAWithSHA512, crypto.SHA512
+		default:
+			oid, hash = oidECDSAWithSHA256, crypto.SHA256
+		}
+	case *rsa.PublicKey:
+		oid, hash, params = oidSHA256WithRSA, crypto.SHA256, true
+	case ed25519.PublicKey:
+		oid = OIDPublicKeyEd25519
+	default:
+		return nil, 0, fmt.Errorf("%w %T", ErrUnsupportedKeyType, k)
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1ObjectIdentifier(oid)
+		if params {
+			b.AddASN1NULL()
+		}
+	})
+	der, err := b.Bytes()
+	return der, hash, err
 }

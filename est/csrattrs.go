@@ -5,6 +5,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"slices"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -51,7 +52,8 @@ var (
 // ParseCSRAttrs sorts each element into the field that gives it meaning;
 // MarshalBinary writes the fields in the order OIDs, KeyTypes, Extensions,
 // Template, Attributes. The zero value is the empty SEQUENCE ("no specific
-// requirements").
+// requirements"). Servers fill the fields in; clients read them, or ask
+// ChallengePasswordRequested, PreferredKeyType and RequestedExtensions.
 type CSRAttrs struct {
 	// OIDs are bare object identifiers: attribute types the client should
 	// include (challengePassword, serialNumber, …) or a signature algorithm
@@ -66,21 +68,13 @@ type CSRAttrs struct {
 	// Template is the RFC 9908 §3.4 CertificationRequestInfoTemplate: the
 	// subject, key type and extensions the CA will issue.
 	Template *Template
-	// Attributes are any other attributes, values kept as DER.
+	// Attributes are any other attributes, values kept as DER. An
+	// id-ExtensionReq whose values are bare extension OIDs (the form of
+	// RFC 8951's own example, which RFC 9908 §3.2 replaced) is kept here.
 	Attributes []Attribute
-}
-
-// KeyType is a key algorithm and its parameter: a named curve for
-// id-ecPublicKey, a modulus size for rsaEncryption, nothing for Ed25519
-// (template only).
-type KeyType struct {
-	// Algorithm is the SubjectPublicKeyInfo algorithm OID.
-	Algorithm asn1.ObjectIdentifier
-	// Curve is the named curve (id-ecPublicKey only).
-	Curve asn1.ObjectIdentifier
-	// RSABits is the modulus size (rsaEncryption only; not expressible in
-	// a Template).
-	RSABits int
+	// Raw is the DER ParseCSRAttrs read (nil when built by hand).
+	// MarshalBinary does not use it.
+	Raw []byte
 }
 
 // Extension is an X.509 extension request. In a Template, a nil Value
@@ -102,9 +96,10 @@ type Attribute struct {
 // Template is an RFC 9908 §3.4 CertificationRequestInfoTemplate: a
 // partially filled CSR.
 type Template struct {
-	// Subject lists the subject attributes in order, one per RDN
-	// (multi-valued RDNs are flattened when parsed).
-	Subject []NameAttribute
+	// Subject is the NameTemplate: its RDNs in order, each with its
+	// attributes in order (more than one for a multi-valued RDN). An RDN
+	// is never empty.
+	Subject [][]NameAttribute
 	// KeyType, if set, is the subjectPKInfo algorithm the client must use.
 	KeyType *KeyType
 	// Extensions the certificate will carry; see Extension.
@@ -113,28 +108,47 @@ type Template struct {
 	Attributes []Attribute
 }
 
-// NameAttribute is one subject attribute of a Template. When HasValue is
-// false the client fills the value in.
+// NameAttribute is one subject attribute of a Template (RFC 9908
+// SingleAttributeTemplate). When HasValue is false the client fills the
+// value in.
 type NameAttribute struct {
-	Type     asn1.ObjectIdentifier
-	Value    string
+	// Type is the attribute type.
+	Type asn1.ObjectIdentifier
+	// Value is the value as text when it is a UTF8String, PrintableString
+	// or IA5String; "" for a value of another type (see Raw).
+	Value string
+	// HasValue reports that the server gave the value.
 	HasValue bool
+	// Raw is the value's DER, tag included, as received: clients copy it
+	// into their CSR unchanged, whatever its type. When it is nil and
+	// HasValue is set, MarshalBinary and MarshalName encode Value as a
+	// PrintableString when it fits, else a UTF8String.
+	Raw []byte
 }
 
+// maxCSRAttrsElements bounds the AttrOrOID elements of a CsrAttrs.
+const maxCSRAttrsElements = 256
+
 // ParseCSRAttrs parses the DER of a CsrAttrs. It reads every RFC 7030,
-// RFC 8951 and RFC 9908 example. Unknown OIDs and attributes are kept
-// (clients ignore what they do not recognise, RFC 7030 §4.5.2); structural
-// errors, trailing bytes, more than one id-ExtensionReq or template, or
-// duplicate extensions (RFC 9908 §3.2) are ErrCSRAttrs.
+// RFC 8951 and RFC 9908 example, the bare-OID id-ExtensionReq of RFC 8951
+// included. Unknown OIDs and attributes are kept (clients ignore what they
+// do not recognise, RFC 7030 §4.5.2). Structural errors, trailing bytes,
+// more than 256 elements, more than one id-ExtensionReq or template,
+// duplicate extensions (RFC 9908 §3.2), and a key-type attribute that is
+// not one curve OID (id-ecPublicKey) or one modulus size (rsaEncryption)
+// are ErrCSRAttrs.
 func ParseCSRAttrs(der []byte) (*CSRAttrs, error) {
 	in := cryptobyte.String(der)
 	var seq cryptobyte.String
 	if !in.ReadASN1(&seq, cbasn1.SEQUENCE) || !in.Empty() {
 		return nil, fmt.Errorf("%w: not one DER SEQUENCE", ErrCSRAttrs)
 	}
-	a := &CSRAttrs{}
+	a := &CSRAttrs{Raw: bytes.Clone(der)}
 	var sawExt bool
-	for !seq.Empty() {
+	for n := 0; !seq.Empty(); n++ {
+		if n == maxCSRAttrsElements {
+			return nil, fmt.Errorf("%w: more than %d elements", ErrCSRAttrs, maxCSRAttrsElements)
+		}
 		if seq.PeekASN1Tag(cbasn1.OBJECT_IDENTIFIER) {
 			var oid asn1.ObjectIdentifier
 			if !seq.ReadASN1ObjectIdentifier(&oid) {
@@ -148,6 +162,10 @@ func ParseCSRAttrs(der []byte) (*CSRAttrs, error) {
 			return nil, err
 		}
 		switch {
+		case typ.Equal(OIDExtensionRequest) && bareOIDs(values):
+			// RFC 8951 §4.5.2's example names an extension by its OID
+			// alone; there is no value to request, so it is kept as is.
+			a.Attributes = append(a.Attributes, Attribute{Type: typ, Values: values})
 		case typ.Equal(OIDExtensionRequest):
 			if sawExt {
 				return nil, fmt.Errorf("%w: more than one id-ExtensionReq attribute (RFC 9908)", ErrCSRAttrs)
@@ -163,15 +181,29 @@ func ParseCSRAttrs(der []byte) (*CSRAttrs, error) {
 			if a.Template, err = parseTemplate(values[0]); err != nil {
 				return nil, err
 			}
-		default:
-			if kt, ok := keyTypeAttribute(typ, values); ok {
-				a.KeyTypes = append(a.KeyTypes, kt)
-				continue
+		case typ.Equal(OIDPublicKeyEC), typ.Equal(OIDPublicKeyRSA):
+			kt, ok := keyTypeAttribute(typ, values)
+			if !ok {
+				return nil, fmt.Errorf("%w: key type attribute %s must hold one curve OID or one modulus size in (0, 2^20] (RFC 9908 §3.3)", ErrCSRAttrs, typ)
 			}
+			a.KeyTypes = append(a.KeyTypes, kt)
+		default:
 			a.Attributes = append(a.Attributes, Attribute{Type: typ, Values: values})
 		}
 	}
 	return a, nil
+}
+
+// bareOIDs reports values that are one or more OBJECT IDENTIFIERs.
+func bareOIDs(values [][]byte) bool {
+	for _, v := range values {
+		s := cryptobyte.String(v)
+		var oid asn1.ObjectIdentifier
+		if !s.ReadASN1ObjectIdentifier(&oid) || !s.Empty() {
+			return false
+		}
+	}
+	return len(values) > 0
 }
 
 // readAttribute reads Attribute ::= SEQUENCE { type OID, values SET OF ANY }
@@ -210,12 +242,15 @@ func keyTypeAttribute(typ asn1.ObjectIdentifier, values [][]byte) (KeyType, bool
 		}
 	case typ.Equal(OIDPublicKeyRSA):
 		var bits int64
-		if v.ReadASN1Integer(&bits) && v.Empty() && bits > 0 && bits <= 1<<20 {
+		if v.ReadASN1Integer(&bits) && v.Empty() && bits > 0 && bits <= maxRSABits {
 			return KeyType{Algorithm: typ, RSABits: int(bits)}, true
 		}
 	}
 	return KeyType{}, false
 }
+
+// maxRSABits is the largest modulus size a CsrAttrs may name.
+const maxRSABits = 1 << 20
 
 // parseExtensionReq reads the value of id-ExtensionReq (exactly one
 // Extensions SEQUENCE) or, with template set, of id-aa-extensionReqTemplate
@@ -275,18 +310,9 @@ func parseTemplate(der []byte) (*Template, error) {
 		return nil, fmt.Errorf("%w: CertificationRequestInfoTemplate", ErrCSRAttrs)
 	}
 	t := &Template{}
-	for !subject.Empty() {
-		var rdn cryptobyte.String
-		if !subject.ReadASN1(&rdn, cbasn1.SET) || rdn.Empty() {
-			return nil, fmt.Errorf("%w: template RDN", ErrCSRAttrs)
-		}
-		for !rdn.Empty() {
-			na, err := readNameAttribute(&rdn)
-			if err != nil {
-				return nil, err
-			}
-			t.Subject = append(t.Subject, na)
-		}
+	var err error
+	if t.Subject, err = parseRDNs(subject); err != nil {
+		return nil, err
 	}
 	if hasSPKI {
 		kt, err := parseSPKITemplate(spki)
@@ -302,7 +328,7 @@ func parseTemplate(der []byte) (*Template, error) {
 			return nil, err
 		}
 		isReq, isTmpl := typ.Equal(OIDExtensionRequest), typ.Equal(OIDExtensionReqTemplate)
-		if !isReq && !isTmpl {
+		if (!isReq && !isTmpl) || bareOIDs(values) {
 			t.Attributes = append(t.Attributes, Attribute{Type: typ, Values: values})
 			continue
 		}
@@ -317,10 +343,46 @@ func parseTemplate(der []byte) (*Template, error) {
 	return t, nil
 }
 
+// parseRDNs reads the contents of an RDNSequence or NameTemplate: SET OF
+// (Single)AttributeTemplate per RDN, none of them empty.
+func parseRDNs(rdns cryptobyte.String) ([][]NameAttribute, error) {
+	var out [][]NameAttribute
+	for !rdns.Empty() {
+		var set cryptobyte.String
+		if !rdns.ReadASN1(&set, cbasn1.SET) || set.Empty() {
+			return nil, fmt.Errorf("%w: template RDN", ErrCSRAttrs)
+		}
+		var rdn []NameAttribute
+		for !set.Empty() {
+			na, err := readNameAttribute(&set)
+			if err != nil {
+				return nil, err
+			}
+			rdn = append(rdn, na)
+		}
+		out = append(out, rdn)
+	}
+	return out, nil
+}
+
+// ParseName reads a DER Name (an RDNSequence, as in a certificate's
+// RawSubject) into the Template.Subject model, every value present, each
+// kept as DER in Raw. Errors wrap ErrCSRAttrs.
+func ParseName(der []byte) ([][]NameAttribute, error) {
+	in := cryptobyte.String(der)
+	var rdns cryptobyte.String
+	if !in.ReadASN1(&rdns, cbasn1.SEQUENCE) || !in.Empty() {
+		return nil, fmt.Errorf("%w: malformed Name", ErrCSRAttrs)
+	}
+	return parseRDNs(rdns)
+}
+
 // readNameAttribute reads SingleAttributeTemplate ::= SEQUENCE { type OID,
-// value ANY OPTIONAL }, with a value of a string type.
+// value ANY OPTIONAL }. A value of any type is kept as DER; a UTF8String,
+// PrintableString or IA5String must also be valid for its type, and is
+// kept as text too.
 func readNameAttribute(s *cryptobyte.String) (NameAttribute, error) {
-	var atv, val cryptobyte.String
+	var atv, elem cryptobyte.String
 	var na NameAttribute
 	if !s.ReadASN1(&atv, cbasn1.SEQUENCE) || !atv.ReadASN1ObjectIdentifier(&na.Type) {
 		return na, fmt.Errorf("%w: template subject attribute", ErrCSRAttrs)
@@ -329,24 +391,29 @@ func readNameAttribute(s *cryptobyte.String) (NameAttribute, error) {
 		return na, nil
 	}
 	var tag cbasn1.Tag
-	if !atv.ReadAnyASN1(&val, &tag) || !atv.Empty() {
+	if !atv.ReadAnyASN1Element(&elem, &tag) || !atv.Empty() {
+		return na, fmt.Errorf("%w: template subject attribute %s", ErrCSRAttrs, na.Type)
+	}
+	na.Raw, na.HasValue = bytes.Clone(elem), true
+	var val cryptobyte.String
+	if !elem.ReadAnyASN1(&val, &tag) {
 		return na, fmt.Errorf("%w: template subject attribute %s", ErrCSRAttrs, na.Type)
 	}
 	v := string(val)
-	switch {
-	case tag == cbasn1.UTF8String && utf8.ValidString(v),
-		tag == cbasn1.PrintableString && isPrintable(v),
-		tag == cbasn1.IA5String && isASCII(v):
-	default:
-		return na, fmt.Errorf("%w: template subject attribute %s: unsupported string type %d", ErrCSRAttrs, na.Type, tag)
+	switch tag {
+	case cbasn1.UTF8String, cbasn1.PrintableString, cbasn1.IA5String:
+		if tag == cbasn1.UTF8String && !utf8.ValidString(v) || tag == cbasn1.PrintableString && !isPrintable(v) || tag == cbasn1.IA5String && !isASCII(v) {
+			return na, fmt.Errorf("%w: template subject attribute %s: invalid string of type %d", ErrCSRAttrs, na.Type, tag)
+		}
+		na.Value = v
 	}
-	na.Value, na.HasValue = v, true
 	return na, nil
 }
 
 // parseSPKITemplate reads SubjectPublicKeyInfoTemplate ::= SEQUENCE {
 // algorithm AlgorithmIdentifier, subjectPublicKey BIT STRING OPTIONAL }
-// (its outer tag already removed), keeping the algorithm and curve.
+// (its outer tag already removed), keeping the algorithm and curve. An
+// id-ecPublicKey without parameters leaves the curve to the client.
 func parseSPKITemplate(spki cryptobyte.String) (KeyType, error) {
 	var alg cryptobyte.String
 	var kt KeyType
@@ -359,11 +426,11 @@ func parseSPKITemplate(spki cryptobyte.String) (KeyType, error) {
 		return kt, fmt.Errorf("%w: template subjectPKInfo", ErrCSRAttrs)
 	}
 	switch {
+	case alg.Empty():
 	case kt.Algorithm.Equal(OIDPublicKeyEC):
 		if !alg.ReadASN1ObjectIdentifier(&kt.Curve) || !alg.Empty() {
-			return kt, fmt.Errorf("%w: template id-ecPublicKey without a named curve", ErrCSRAttrs)
+			return kt, fmt.Errorf("%w: template id-ecPublicKey parameters are not a named curve", ErrCSRAttrs)
 		}
-	case alg.Empty():
 	case alg.PeekASN1Tag(cbasn1.NULL):
 		var null cryptobyte.String
 		if !alg.ReadASN1(&null, cbasn1.NULL) || !null.Empty() || !alg.Empty() {
@@ -375,12 +442,85 @@ func parseSPKITemplate(spki cryptobyte.String) (KeyType, error) {
 	return kt, nil
 }
 
+// ChallengePasswordRequested reports whether a listed challengePassword,
+// as a bare OID (RFC 7030 §4.5.2) or an attribute, at the top level or
+// among the template's attributes, asks the client to put the TLS channel
+// binding in its CSR (RFC 7030 §3.5).
+func (a *CSRAttrs) ChallengePasswordRequested() bool {
+	if slices.ContainsFunc(a.OIDs, OIDChallengePassword.Equal) {
+		return true
+	}
+	isCP := func(at Attribute) bool { return at.Type.Equal(OIDChallengePassword) }
+	return slices.ContainsFunc(a.Attributes, isCP) || a.Template != nil && slices.ContainsFunc(a.Template.Attributes, isCP)
+}
+
+// PreferredKeyType returns the key type a client should generate, and
+// false when the server names none that KeyType.Supported accepts: the
+// template's subjectPKInfo algorithm (an id-ecPublicKey without a curve
+// means P-256; rsaEncryption 2048 bits), else the first supported key-type
+// attribute, in the order KeyTypes, then id-Ed25519 attributes, then
+// key-type attributes among the template's attributes. A server listing
+// several lists them in its order of preference.
+func (a *CSRAttrs) PreferredKeyType() (KeyType, bool) {
+	if t := a.Template; t != nil && t.KeyType != nil {
+		kt := *t.KeyType
+		switch {
+		case kt.Algorithm.Equal(OIDPublicKeyEC) && len(kt.Curve) == 0:
+			kt.Curve = OIDCurveP256
+		case kt.Algorithm.Equal(OIDPublicKeyRSA) && kt.RSABits == 0:
+			kt.RSABits = minRSABits
+		}
+		if kt.Supported() {
+			return kt, true
+		}
+	}
+	candidates := slices.Clone(a.KeyTypes)
+	attrs := slices.Clone(a.Attributes)
+	if a.Template != nil {
+		attrs = append(attrs, a.Template.Attributes...)
+	}
+	for _, at := range attrs {
+		if at.Type.Equal(OIDPublicKeyEd25519) {
+			candidates = append(candidates, KeyType{Algorithm: OIDPublicKeyEd25519})
+		} else if kt, ok := keyTypeAttribute(at.Type, at.Values); ok {
+			candidates = append(candidates, kt)
+		}
+	}
+	for _, kt := range candidates {
+		if kt.Supported() {
+			return kt, true
+		}
+	}
+	return KeyType{}, false
+}
+
+// RequestedExtensions returns the extensions the server asks for: the
+// id-ExtensionReq ones, then the template's that name another extension
+// (a CSR carries each extension once, RFC 5280 §4.2). A nil Value leaves
+// the value to the client.
+func (a *CSRAttrs) RequestedExtensions() []Extension {
+	exts := slices.Clone(a.Extensions)
+	if a.Template != nil {
+		for _, x := range a.Template.Extensions {
+			if !slices.ContainsFunc(exts, func(e Extension) bool { return e.ID.Equal(x.ID) }) {
+				exts = append(exts, x)
+			}
+		}
+	}
+	return exts
+}
+
 // MarshalBinary returns the DER CsrAttrs. It refuses what ParseCSRAttrs
 // would not read back the same: a key type without its parameter, an
-// extension without a value outside a template, duplicate extensions.
+// extension without a value outside a template, duplicate extensions,
+// an empty subject RDN, an Attribute of a type that has its own field,
+// more than 256 elements.
 func (a *CSRAttrs) MarshalBinary() ([]byte, error) {
 	var b cryptobyte.Builder
 	var errs []error
+	if n := len(a.OIDs) + len(a.KeyTypes) + len(a.Attributes); n > maxCSRAttrsElements {
+		errs = append(errs, fmt.Errorf("%w: more than %d elements", ErrCSRAttrs, maxCSRAttrsElements))
+	}
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		for _, oid := range a.OIDs {
 			b.AddASN1ObjectIdentifier(oid)
@@ -389,7 +529,7 @@ func (a *CSRAttrs) MarshalBinary() ([]byte, error) {
 			switch {
 			case kt.Algorithm.Equal(OIDPublicKeyEC) && len(kt.Curve) > 0:
 				addAttribute(b, kt.Algorithm, func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(kt.Curve) })
-			case kt.Algorithm.Equal(OIDPublicKeyRSA) && kt.RSABits > 0 && kt.RSABits <= 1<<20:
+			case kt.Algorithm.Equal(OIDPublicKeyRSA) && kt.RSABits > 0 && kt.RSABits <= maxRSABits:
 				addAttribute(b, kt.Algorithm, func(b *cryptobyte.Builder) { b.AddASN1Int64(int64(kt.RSABits)) })
 			default:
 				errs = append(errs, fmt.Errorf("%w: key type %s needs a curve (EC) or a modulus size (RSA); list other algorithms as OIDs", ErrCSRAttrs, kt.Algorithm))
@@ -402,6 +542,7 @@ func (a *CSRAttrs) MarshalBinary() ([]byte, error) {
 			addAttribute(b, OIDCertificationRequestInfoTemplate, func(b *cryptobyte.Builder) { errs = append(errs, a.Template.marshal(b)) })
 		}
 		for _, at := range a.Attributes {
+			errs = append(errs, checkRawAttribute(at, false))
 			addRawAttribute(b, at)
 		}
 	})
@@ -413,6 +554,18 @@ func (a *CSRAttrs) MarshalBinary() ([]byte, error) {
 		return nil, fmt.Errorf("%w: %w", ErrCSRAttrs, err)
 	}
 	return der, nil
+}
+
+// checkRawAttribute refuses an Attribute that ParseCSRAttrs would read into
+// another field: an extension request other than the bare-OID form, a
+// template, or (at the top level) a key type.
+func checkRawAttribute(at Attribute, inTemplate bool) error {
+	switch {
+	case (at.Type.Equal(OIDExtensionRequest) || inTemplate && at.Type.Equal(OIDExtensionReqTemplate)) && !bareOIDs(at.Values),
+		!inTemplate && (at.Type.Equal(OIDCertificationRequestInfoTemplate) || at.Type.Equal(OIDPublicKeyEC) || at.Type.Equal(OIDPublicKeyRSA)):
+		return fmt.Errorf("%w: attribute %s belongs in its own field", ErrCSRAttrs, at.Type)
+	}
+	return nil
 }
 
 func addAttribute(b *cryptobyte.Builder, typ asn1.ObjectIdentifier, value cryptobyte.BuilderContinuation) {
@@ -459,29 +612,11 @@ func addExtensions(b *cryptobyte.Builder, exts []Extension, template bool) error
 }
 
 func (t *Template) marshal(b *cryptobyte.Builder) error {
-	var err error
+	var errs []error
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddASN1Int64(0)
 		if len(t.Subject) > 0 {
-			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-				for _, na := range t.Subject {
-					b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) {
-						b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-							b.AddASN1ObjectIdentifier(na.Type)
-							if !na.HasValue {
-								return
-							}
-							tag := cbasn1.UTF8String
-							if isPrintable(na.Value) {
-								tag = cbasn1.PrintableString
-							} else if !utf8.ValidString(na.Value) {
-								err = fmt.Errorf("%w: subject attribute %s is not UTF-8", ErrCSRAttrs, na.Type)
-							}
-							b.AddASN1(tag, func(b *cryptobyte.Builder) { b.AddBytes([]byte(na.Value)) })
-						})
-					})
-				}
-			})
+			errs = append(errs, addName(b, t.Subject, false))
 		}
 		if kt := t.KeyType; kt != nil {
 			b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
@@ -489,11 +624,9 @@ func (t *Template) marshal(b *cryptobyte.Builder) error {
 					b.AddASN1ObjectIdentifier(kt.Algorithm)
 					switch {
 					case kt.Algorithm.Equal(OIDPublicKeyEC):
-						if len(kt.Curve) == 0 {
-							err = fmt.Errorf("%w: template id-ecPublicKey needs a curve", ErrCSRAttrs)
-							return
+						if len(kt.Curve) > 0 { // none: the client chooses
+							b.AddASN1ObjectIdentifier(kt.Curve)
 						}
-						b.AddASN1ObjectIdentifier(kt.Curve)
 					case kt.Algorithm.Equal(OIDPublicKeyRSA):
 						b.AddASN1NULL() // RFC 4055 §1.2: rsaEncryption parameters are NULL
 					}
@@ -508,18 +641,77 @@ func (t *Template) marshal(b *cryptobyte.Builder) error {
 						typ = OIDExtensionReqTemplate
 					}
 				}
-				addAttribute(b, typ, func(b *cryptobyte.Builder) {
-					if e := addExtensions(b, t.Extensions, true); e != nil {
-						err = e
-					}
-				})
+				addAttribute(b, typ, func(b *cryptobyte.Builder) { errs = append(errs, addExtensions(b, t.Extensions, true)) })
 			}
 			for _, at := range t.Attributes {
+				errs = append(errs, checkRawAttribute(at, true))
 				addRawAttribute(b, at)
 			}
 		})
 	})
-	return err
+	return errors.Join(errs...)
+}
+
+// MarshalName encodes a Name (RDNSequence) from attributes that all have
+// values, as a client does to build its CSR subject from a Template's.
+// Errors wrap ErrCSRAttrs.
+func MarshalName(rdns [][]NameAttribute) ([]byte, error) {
+	var b cryptobyte.Builder
+	err := addName(&b, rdns, true)
+	der, berr := b.Bytes()
+	if err = errors.Join(err, berr); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCSRAttrs, err)
+	}
+	return der, nil
+}
+
+// addName writes an RDNSequence or, unless needValues, a NameTemplate.
+func addName(b *cryptobyte.Builder, rdns [][]NameAttribute, needValues bool) error {
+	var errs []error
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		for _, rdn := range rdns {
+			if len(rdn) == 0 {
+				errs = append(errs, fmt.Errorf("%w: empty subject RDN", ErrCSRAttrs))
+			}
+			b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) {
+				for _, na := range rdn {
+					if needValues && !na.HasValue {
+						errs = append(errs, fmt.Errorf("%w: subject attribute %s has no value", ErrCSRAttrs, na.Type))
+					}
+					b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+						b.AddASN1ObjectIdentifier(na.Type)
+						if na.HasValue {
+							errs = append(errs, addNameValue(b, na))
+						}
+					})
+				}
+			})
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// addNameValue writes Raw, which must be one DER element, or else Value
+// as a PrintableString when it fits, otherwise a UTF8String.
+func addNameValue(b *cryptobyte.Builder, na NameAttribute) error {
+	if na.Raw != nil {
+		s := cryptobyte.String(na.Raw)
+		var elem cryptobyte.String
+		var tag cbasn1.Tag
+		if !s.ReadAnyASN1Element(&elem, &tag) || !s.Empty() {
+			return fmt.Errorf("%w: subject attribute %s: Raw is not one DER element", ErrCSRAttrs, na.Type)
+		}
+		b.AddBytes(na.Raw)
+		return nil
+	}
+	tag := cbasn1.UTF8String
+	if isPrintable(na.Value) {
+		tag = cbasn1.PrintableString
+	} else if !utf8.ValidString(na.Value) {
+		return fmt.Errorf("%w: subject attribute %s is not UTF-8", ErrCSRAttrs, na.Type)
+	}
+	b.AddASN1(tag, func(b *cryptobyte.Builder) { b.AddBytes([]byte(na.Value)) })
+	return nil
 }
 
 // isPrintable reports whether s fits an ASN.1 PrintableString (X.680 §41.4).

@@ -5,6 +5,16 @@
 // the answer. The registrar implements CA for BRSKI (RFC 8995 §5.9); any
 // other issuer can.
 //
+// The package is also the one EST wire codec, for clients as for servers
+// (as github.com/globalsign/est ships both sides): base64 bodies
+// (DecodeBase64Body, EncodeBase64), certs-only PKCS#7 (ParseCertsOnly,
+// MarshalCertsOnly), PKCS#10 requests (ParseCSR, and CreateCSR, which writes
+// the challengePassword crypto/x509 cannot), CSR attributes (ParseCSRAttrs,
+// MarshalBinary, and the client's reading of them: PreferredKeyType,
+// ChallengePasswordRequested, RequestedExtensions, a template's Subject),
+// key types (GenerateKey, KeyTypeOf) and the TLS channel binding
+// (ChannelBinding). Package pledge is its client.
+//
 // Operations, under /.well-known/est/ and /.well-known/est/{label}/
 // (RFC 7030 §3.2.2; a label not in Config.Labels is 404):
 //

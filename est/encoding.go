@@ -24,7 +24,13 @@ var (
 	// an attribute; EST refuses it, because the attribute carries the
 	// channel binding (RFC 7030 §3.5). It wraps ErrMalformedCSR.
 	ErrBadChallengePassword = fmt.Errorf("%w: challengePassword must be one PrintableString or UTF8String", ErrMalformedCSR)
+	// ErrCertsOnly reports a body that is not one certs-only CMS SignedData
+	// with at least one certificate (RFC 7030 §4.1.3).
+	ErrCertsOnly = errors.New("malformed certs-only message")
 )
+
+// maxCertsOnlyCerts bounds the certificates ParseCertsOnly reads.
+const maxCertsOnlyCerts = 64
 
 var (
 	oidSignedData        = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 2}
@@ -69,10 +75,10 @@ func DecodeBase64Body(body []byte) ([]byte, error) {
 	return out, nil
 }
 
-// encodeBase64 encodes a response body: unwrapped standard base64 with
-// padding, since some clients cannot parse wrapped lines (RFC 8951 §3
-// requires no wrapping of senders).
-func encodeBase64(der []byte) []byte {
+// EncodeBase64 encodes an EST body, request or response: unwrapped
+// standard base64 with padding, since some receivers cannot parse wrapped
+// lines (RFC 8951 §3 requires no wrapping of senders).
+func EncodeBase64(der []byte) []byte {
 	out := make([]byte, base64.StdEncoding.EncodedLen(len(der)))
 	base64.StdEncoding.Encode(out, der)
 	return out
@@ -112,6 +118,97 @@ func MarshalCertsOnly(certs []*x509.Certificate) ([]byte, error) {
 		return nil, fmt.Errorf("marshal certs-only: %w", err)
 	}
 	return der, nil
+}
+
+// ParseCertsOnly parses a certs-only message (RFC 7030 §4.1.3: a CMS
+// SignedData with no signers and no content, RFC 5652 §5) and returns its
+// certificates in the order sent. It reads exactly one DER ContentInfo of
+// type id-signedData with nothing after it, a SignedData with its version,
+// digestAlgorithms SET, an encapContentInfo that names its content type,
+// optional certificates [0], optional crls [1] and a signerInfos SET, and
+// nothing else. Other CertificateChoices (attribute or other certificates)
+// are skipped; at least one and at most 64 certificates are required, and
+// each must parse. Signers, if any, are not verified: EST trusts the TLS
+// channel, not the message. Every error wraps ErrCertsOnly.
+func ParseCertsOnly(der []byte) ([]*x509.Certificate, error) {
+	certs, err := parseCertsOnly(der)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCertsOnly, err)
+	}
+	return certs, nil
+}
+
+func parseCertsOnly(der []byte) ([]*x509.Certificate, error) {
+	in := cryptobyte.String(der)
+	var ci, content, sd cryptobyte.String
+	var ct asn1.ObjectIdentifier
+	if !in.ReadASN1(&ci, cbasn1.SEQUENCE) {
+		return nil, errors.New("not a ContentInfo")
+	}
+	if !in.Empty() {
+		return nil, errors.New("trailing data")
+	}
+	if !ci.ReadASN1ObjectIdentifier(&ct) || !ct.Equal(oidSignedData) ||
+		!ci.ReadASN1(&content, cbasn1.Tag(0).ContextSpecific().Constructed()) || !ci.Empty() ||
+		!content.ReadASN1(&sd, cbasn1.SEQUENCE) || !content.Empty() {
+		return nil, errors.New("not a CMS SignedData")
+	}
+	var version int64
+	var digestAlgs, encap cryptobyte.String
+	var encapType asn1.ObjectIdentifier
+	if !sd.ReadASN1Integer(&version) || !sd.ReadASN1(&digestAlgs, cbasn1.SET) ||
+		!sd.ReadASN1(&encap, cbasn1.SEQUENCE) || !encap.ReadASN1ObjectIdentifier(&encapType) ||
+		!allSequences(digestAlgs, true) {
+		return nil, errors.New("malformed SignedData")
+	}
+	var rawCerts cryptobyte.String
+	if !sd.ReadOptionalASN1(&rawCerts, nil, cbasn1.Tag(0).ContextSpecific().Constructed()) {
+		return nil, errors.New("malformed certificates")
+	}
+	var certs []*x509.Certificate
+	for !rawCerts.Empty() {
+		var one cryptobyte.String
+		var tag cbasn1.Tag
+		if !rawCerts.ReadAnyASN1Element(&one, &tag) {
+			return nil, errors.New("malformed certificates")
+		}
+		if tag != cbasn1.SEQUENCE {
+			// RFC 5652 CertificateChoices: only plain certificates are
+			// used; attribute and other certificates are skipped.
+			continue
+		}
+		if len(certs) == maxCertsOnlyCerts {
+			return nil, fmt.Errorf("more than %d certificates", maxCertsOnlyCerts)
+		}
+		c, err := x509.ParseCertificate(one)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	var signers cryptobyte.String
+	if !sd.SkipOptionalASN1(cbasn1.Tag(1).ContextSpecific().Constructed()) || !sd.ReadASN1(&signers, cbasn1.SET) || !sd.Empty() ||
+		!allSequences(signers, false) {
+		return nil, errors.New("malformed SignedData after the certificates")
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("no certificates")
+	}
+	return certs, nil
+}
+
+// allSequences reports whether s is a run of SEQUENCEs (AlgorithmIdentifiers
+// when withOID: each starts with an OBJECT IDENTIFIER), as encoding/asn1
+// reads SET OF AlgorithmIdentifier and SET OF SignerInfo.
+func allSequences(s cryptobyte.String, withOID bool) bool {
+	for !s.Empty() {
+		var e cryptobyte.String
+		var oid asn1.ObjectIdentifier
+		if !s.ReadASN1(&e, cbasn1.SEQUENCE) || (withOID && !e.ReadASN1ObjectIdentifier(&oid)) {
+			return false
+		}
+	}
+	return true
 }
 
 // csrInfo is what the edge reads from a CSR beyond crypto/x509.

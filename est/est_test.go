@@ -67,7 +67,7 @@ func (c *testCA) CSRAttrs(_ context.Context, r *est.Request) (*est.CSRAttrs, err
 		OIDs:     []asn1.ObjectIdentifier{{1, 2, 840, 10045, 4, 3, 2}},
 		KeyTypes: []est.KeyType{{Algorithm: est.OIDPublicKeyEC, Curve: est.OIDCurveP256}},
 		Template: &est.Template{
-			Subject: []est.NameAttribute{{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: dev.Serial, HasValue: true}, {Type: asn1.ObjectIdentifier{2, 5, 4, 5}, Value: dev.Serial, HasValue: true}},
+			Subject: [][]est.NameAttribute{{{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: dev.Serial, HasValue: true}}, {{Type: asn1.ObjectIdentifier{2, 5, 4, 5}, Value: dev.Serial, HasValue: true}}},
 			KeyType: &est.KeyType{Algorithm: est.OIDPublicKeyEC, Curve: est.OIDCurveP256},
 		},
 	}, nil
@@ -211,7 +211,7 @@ func (e *env) dial(t testing.TB, cert *tls.Certificate, maxVersion uint16) *estC
 func (c *estConn) binding(t testing.TB) string {
 	t.Helper()
 	cs := c.conn.ConnectionState()
-	b, err := est.ChannelBinding(&cs)
+	b, _, err := est.ChannelBinding(&cs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,13 +249,14 @@ func (c *estConn) do(t testing.TB, method, path, ctype string, body []byte, hdr 
 }
 
 var (
-	oidECDSAWithSHA256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
-	oidECDSAWithSHA1   = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 1}
-	oidMD5WithRSA      = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 4}
+	oidECDSAWithSHA1 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 1}
+	oidMD5WithRSA    = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 4}
 )
 
-// csrSpec describes a CSR built by hand, so tests control every byte
-// (crypto/x509 cannot write challengePassword or weak algorithms).
+// csrSpec describes a test CSR. Without sigOID it is built by
+// est.CreateCSR, the client side of this package; with sigOID (SHA-1 or
+// MD5 signatures, which CreateCSR must never write) it is built by hand,
+// so tests control every byte.
 type csrSpec struct {
 	key        crypto.Signer
 	rawSubject []byte
@@ -271,15 +272,26 @@ func buildCSR(t testing.TB, s csrSpec) []byte {
 	if s.key == nil {
 		s.key = newKey(t)
 	}
-	if s.sigOID == nil {
-		s.sigOID, s.hash = oidECDSAWithSHA256, crypto.SHA256
-	}
 	subj := s.rawSubject
 	if subj == nil {
 		var err error
 		if subj, err = asn1.Marshal(s.subject.ToRDNSequence()); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if s.sigOID == nil {
+		req := est.CSRRequest{RawSubject: subj, ChallengePassword: s.challenge}
+		for _, e := range s.extensions {
+			req.Extensions = append(req.Extensions, est.Extension{ID: e.Id, Critical: e.Critical, Value: e.Value})
+		}
+		csr, err := est.CreateCSR(req, s.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return csr.Raw
+	}
+	if s.challenge != "" || len(s.extensions) > 0 {
+		t.Fatal("buildCSR: a hand-built CSR (sigOID set) carries no attributes")
 	}
 	spki, err := x509.MarshalPKIXPublicKey(s.key.Public())
 	if err != nil {
@@ -290,26 +302,7 @@ func buildCSR(t testing.TB, s csrSpec) []byte {
 		b.AddASN1Int64(0)
 		b.AddBytes(subj)
 		b.AddBytes(spki)
-		b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
-			if s.challenge != "" {
-				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-					b.AddASN1ObjectIdentifier(est.OIDChallengePassword)
-					b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) {
-						b.AddASN1(cbasn1.UTF8String, func(b *cryptobyte.Builder) { b.AddBytes([]byte(s.challenge)) })
-					})
-				})
-			}
-			if len(s.extensions) > 0 {
-				ext, err := asn1.Marshal(s.extensions)
-				if err != nil {
-					t.Fatal(err)
-				}
-				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-					b.AddASN1ObjectIdentifier(est.OIDExtensionRequest)
-					b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) { b.AddBytes(ext) })
-				})
-			}
-		})
+		b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(*cryptobyte.Builder) {})
 	})
 	cri, err := b.Bytes()
 	if err != nil {

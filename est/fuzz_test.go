@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse-pki/gatehouse/est"
@@ -130,7 +131,10 @@ func FuzzParseCSR(f *testing.F) {
 }
 
 // FuzzCSRAttrs (reliability F7): parse → encode → parse is the identity on
-// values and the encoding is stable; seeded from the RFC examples.
+// values and the encoding is stable, Raw is the input, and the client's
+// view (key type, challengePassword, extensions) never panics; seeded from
+// the RFC examples, RFC 8951's bare-OID form and an RFC 9908 template.
+// (The pledge's FuzzParseCSRAttrs is merged here, with its seeds.)
 func FuzzCSRAttrs(f *testing.F) {
 	for _, name := range csrattrVectors {
 		f.Add(testvectors.Read(f, "csrattrs/"+name+".csrattr.der"))
@@ -140,10 +144,33 @@ func FuzzCSRAttrs(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(der)
+	rfc8951, err := base64.StdEncoding.DecodeString(rfc8951CSRAttrs)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(rfc8951)
+	f.Add([]byte{0x30, 0x00})
+	san, _ := asn1.Marshal([]asn1.RawValue{{Class: asn1.ClassContextSpecific, Tag: 2, Bytes: []byte("a.example")}})
+	f.Add(csrTemplateAttrs(san))
 	f.Fuzz(func(t *testing.T, der []byte) {
 		a, err := est.ParseCSRAttrs(der)
 		if err != nil {
+			if !errors.Is(err, est.ErrCSRAttrs) {
+				t.Fatalf("error %v does not wrap ErrCSRAttrs", err)
+			}
 			return
+		}
+		if !bytes.Equal(a.Raw, der) {
+			t.Fatal("Raw is not the input")
+		}
+		if kt, ok := a.PreferredKeyType(); ok {
+			if !kt.Supported() {
+				t.Fatalf("preferred key type %s is not supported", kt)
+			}
+		}
+		_ = a.ChallengePasswordRequested()
+		for _, x := range a.RequestedExtensions() {
+			_ = x.ID.String()
 		}
 		enc, err := a.MarshalBinary()
 		if err != nil {
@@ -153,11 +180,50 @@ func FuzzCSRAttrs(f *testing.F) {
 		if err != nil {
 			t.Fatalf("own encoding does not parse: %v", err)
 		}
-		if d := cmp.Diff(a, b); d != "" {
+		if d := cmp.Diff(a, b, cmpopts.IgnoreFields(est.CSRAttrs{}, "Raw")); d != "" {
 			t.Fatalf("round trip (-first +second):\n%s", d)
 		}
 		if again, err := b.MarshalBinary(); err != nil || !bytes.Equal(enc, again) {
 			t.Fatalf("encoding not stable: %v", err)
+		}
+	})
+}
+
+// FuzzParseCertsOnly: whatever parses re-encodes (MarshalCertsOnly) and
+// parses back to the same certificates, never more than the limit.
+// Moved from the pledge with its seeds.
+func FuzzParseCertsOnly(f *testing.F) {
+	ca := pkitest.NewCA(f, pkitest.Intermediate())
+	der, err := est.MarshalCertsOnly(ca.Chain)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(der)
+	f.Add([]byte{0x30, 0x00})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		certs, err := est.ParseCertsOnly(b)
+		if err != nil {
+			if !errors.Is(err, est.ErrCertsOnly) {
+				t.Fatalf("error %v does not wrap ErrCertsOnly", err)
+			}
+			return
+		}
+		if len(certs) == 0 || len(certs) > 64 {
+			t.Fatalf("%d certificates", len(certs))
+		}
+		// Round trip: re-encoding gives back the same certificates.
+		again, err := est.MarshalCertsOnly(certs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := est.ParseCertsOnly(again)
+		if err != nil || len(back) != len(certs) {
+			t.Fatalf("round trip: %d certificates, %v; want %d", len(back), err, len(certs))
+		}
+		for i := range back {
+			if !back[i].Equal(certs[i]) {
+				t.Fatalf("round trip: certificate %d differs", i)
+			}
 		}
 	})
 }

@@ -193,7 +193,7 @@ func writeBase64(w http.ResponseWriter, mediaType string, der []byte) error {
 	w.Header().Set("Content-Type", mediaType)
 	w.Header().Set(headerCTE, cteBase64)
 	w.WriteHeader(http.StatusOK)
-	_, err := w.Write(encodeBase64(der))
+	_, err := w.Write(EncodeBase64(der))
 	return err
 }
 
@@ -219,7 +219,7 @@ func writeServerKeyGen(w http.ResponseWriter, cert *x509.Certificate, key any) e
 		if err != nil {
 			return fmt.Errorf("server key generation: %w", err)
 		}
-		if _, err := pw.Write(encodeBase64(part.der)); err != nil {
+		if _, err := pw.Write(EncodeBase64(part.der)); err != nil {
 			return fmt.Errorf("server key generation: %w", err)
 		}
 	}

@@ -87,7 +87,7 @@ func TestServer_Operations(t *testing.T) {
 				t.Fatal(err)
 			}
 			attrs, err := est.ParseCSRAttrs(der)
-			if err != nil || attrs.Template == nil || attrs.Template.Subject[0].Value != "SN-OPS-1" {
+			if err != nil || attrs.Template == nil || attrs.Template.Subject[0][0].Value != "SN-OPS-1" {
 				t.Fatalf("csrattrs: %+v, %v", attrs, err)
 			}
 

@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto"
 	"crypto/subtle"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/asn1"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,10 +25,6 @@ import (
 // DefaultRetryAfter is the Retry-After sent with a deferred enrollment when
 // neither the back end nor Config.RetryAfter gives one.
 const DefaultRetryAfter = 30 * time.Second
-
-// exporterLabel is the RFC 9266 §2 tls-exporter label; the binding is 32
-// bytes with no context.
-const exporterLabel = "EXPORTER-Channel-Binding"
 
 // BasicAuth maps user names to bcrypt hashes of their passwords. HTTP Basic
 // authentication is for lab setups only and is off unless the map is not
@@ -236,7 +230,7 @@ func (s *Server) checkBinding(req *Request, info *csrInfo, required bool) error 
 		}
 		return nil
 	}
-	want, err := channelBinding(req.TLS)
+	want, _, err := channelBinding(req.TLS)
 	if err != nil {
 		return problem.New(problem.Unauthorized, err, "this connection has no channel binding to compare the challengePassword with")
 	}
@@ -246,48 +240,6 @@ func (s *Server) checkBinding(req *Request, info *csrInfo, required bool) error 
 	}
 	req.ChannelBound = true
 	return nil
-}
-
-// ChannelBinding returns the channel binding of a TLS connection as EST
-// clients put it, base64-encoded, in a CSR's challengePassword: tls-unique
-// under TLS 1.2 (RFC 7030 §3.5) and the RFC 9266 tls-exporter under
-// TLS 1.3. It fails for a resumed TLS 1.2 session without extended master
-// secret (no usable tls-unique).
-func ChannelBinding(cs *tls.ConnectionState) (string, error) {
-	b, err := channelBinding(cs)
-	if err != nil {
-		return "", err
-	}
-	return base64.StdEncoding.EncodeToString(b), nil
-}
-
-func channelBinding(cs *tls.ConnectionState) ([]byte, error) {
-	switch {
-	case cs == nil:
-		return nil, errors.New("channel binding: not a TLS connection")
-	case cs.Version >= tls.VersionTLS13:
-		b, err := cs.ExportKeyingMaterial(exporterLabel, nil, 32)
-		if err != nil {
-			return nil, fmt.Errorf("channel binding: tls-exporter: %w", err)
-		}
-		return b, nil
-	case len(cs.TLSUnique) > 0:
-		return cs.TLSUnique, nil
-	default:
-		return nil, errors.New("channel binding: no tls-unique on this connection")
-	}
-}
-
-// decodeBinding reads a base64 binding, with or without padding.
-func decodeBinding(s string) ([]byte, error) {
-	if b, err := base64.StdEncoding.Strict().DecodeString(s); err == nil {
-		return b, nil
-	}
-	b, err := base64.RawStdEncoding.Strict().DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("challengePassword is not base64: %w", err)
-	}
-	return b, nil
 }
 
 // deferred fills in Retry-After on a back end's Deferred error (RFC 7030
