@@ -61,4 +61,9 @@
 //   - After a 202 the same request is resent, except when the registrar
 //     answered on a new connection: the channel binding of the old one
 //     cannot verify there, so the request is rebuilt (same key and names).
+//
+// The EST wire formats (base64 bodies, certs-only PKCS#7, CSR attributes,
+// the PKCS#10 request with its challengePassword, key types, the channel
+// binding) are package est's, shared with the registrar's server side;
+// this package decides what to do with them.
 package pledge

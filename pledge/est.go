@@ -5,13 +5,16 @@ import (
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/gatehouse-pki/gatehouse/est"
 )
 
 // EST paths (RFC 7030 §3.2.2; BRSKI uses no CA label, RFC 8995 §5.9).
@@ -29,17 +32,21 @@ const (
 	MediaTypeCSRAttrs  = "application/csrattrs"
 )
 
-// Channel binding types (RFC 5929, RFC 9266) and the exporter label.
+// Channel binding types (RFC 5929, RFC 9266), as Result.ChannelBinding
+// reports them.
 const (
-	BindingTLSUnique   = "tls-unique"
-	BindingTLSExporter = "tls-exporter"
-	// exporterLabel is the RFC 9266 §2 exporter label; the context is empty
-	// and the length 32 bytes.
-	exporterLabel = "EXPORTER-Channel-Binding"
-	exporterLen   = 32
+	BindingTLSUnique   = string(est.BindingTLSUnique)
+	BindingTLSExporter = string(est.BindingTLSExporter)
 	// maxRebinds bounds how often a CSR is rebuilt for a new connection.
 	maxRebinds = 2
 )
+
+// DefaultKeyType is the LDevID key when the registrar asks for none (or
+// none the pledge supports): ECDSA P-256 (DESIGN.md performance budget).
+var DefaultKeyType = est.KeyType{Algorithm: est.OIDPublicKeyEC, Curve: est.OIDCurveP256}
+
+// oidSerialNumber is the X.520 serialNumber attribute type.
+var oidSerialNumber = asn1.ObjectIdentifier{2, 5, 4, 5}
 
 // Errors of the EST phase. Each EST failure wraps one of them, a
 // *StatusError, or ErrConnect.
@@ -54,6 +61,11 @@ var (
 	// ErrEnrollPending reports that the registrar still deferred (202) the
 	// enrollment when the context or the maximum wait ended.
 	ErrEnrollPending = errors.New("pledge: the registrar has no certificate yet")
+	// ErrESTEncoding reports an EST body that does not decode: bad base64,
+	// a malformed PKCS#7 certs-only message or malformed CSR attributes.
+	// The est package's own error (est.ErrBase64, est.ErrCertsOnly,
+	// est.ErrCSRAttrs) is wrapped too.
+	ErrESTEncoding = errors.New("pledge: malformed EST message")
 )
 
 // Result is a completed enrollment (or re-enrollment).
@@ -64,7 +76,7 @@ type Result struct {
 	CACerts []*x509.Certificate
 	// CSRAttrs is what /csrattrs asked for (empty when it answered 204 or
 	// 404; nil for a re-enrollment).
-	CSRAttrs *CSRAttrs
+	CSRAttrs *est.CSRAttrs
 	// CSR is the request as last sent.
 	CSR *x509.CertificateRequest
 	// ChannelBinding is the binding in the CSR's challengePassword:
@@ -147,23 +159,23 @@ func (c *Client) enrollEST(ctx context.Context, v *VoucherResult) (*Result, erro
 	}
 	res.CSRAttrs = attrs
 	kt := DefaultKeyType
-	if attrs.KeyType != nil {
-		kt = *attrs.KeyType
+	if k, ok := attrs.PreferredKeyType(); ok {
+		kt = k
 	}
-	if res.Key, err = GenerateKey(kt); err != nil {
-		return nil, err
+	if res.Key, err = est.GenerateKey(kt); err != nil {
+		return nil, fmt.Errorf("pledge: %w", err)
 	}
 	var subject []byte
-	if attrs.Subject != nil {
-		subject, err = subjectFromTemplate(attrs.Subject, c.leaf.RawSubject)
+	if t := attrs.Template; t != nil && t.Subject != nil {
+		subject, err = subjectFromTemplate(t.Subject, c.leaf.RawSubject)
 	} else {
 		subject, err = deviceSubject(c.leaf.RawSubject)
 	}
 	if err != nil {
 		return nil, err
 	}
-	var exts []Extension
-	for _, e := range attrs.Extensions {
+	var exts []est.Extension
+	for _, e := range attrs.RequestedExtensions() {
 		if e.Value != nil {
 			exts = append(exts, e)
 		}
@@ -171,7 +183,7 @@ func (c *Client) enrollEST(ctx context.Context, v *VoucherResult) (*Result, erro
 	e := enroller{
 		poster:    c,
 		path:      PathSimpleEnroll,
-		req:       CSRRequest{RawSubject: subject, Extensions: exts},
+		req:       est.CSRRequest{RawSubject: subject, Extensions: exts},
 		key:       res.Key,
 		bind:      !c.cfg.DisableChannelBinding,
 		retryWait: c.retryWait,
@@ -210,11 +222,7 @@ func fetchCACerts(ctx context.Context, g getter) ([]*x509.Certificate, *tls.Conn
 	if ans.status != http.StatusOK {
 		return nil, nil, fmt.Errorf("cacerts: %w", statusError(PathCACerts, ans))
 	}
-	der, err := DecodeBase64(ans.body)
-	if err != nil {
-		return nil, nil, fmt.Errorf("cacerts: %w", err)
-	}
-	certs, err := ParseCertsOnly(der)
+	certs, err := decodeCertsOnly(ans.body)
 	if err != nil {
 		return nil, nil, fmt.Errorf("cacerts: %w", err)
 	}
@@ -223,7 +231,7 @@ func fetchCACerts(ctx context.Context, g getter) ([]*x509.Certificate, *tls.Conn
 
 // fetchCSRAttrs gets /csrattrs (RFC 7030 §4.5; RFC 8995 §5.9.2). 204 and
 // 404 mean no requirements (RFC 8951).
-func (c *Client) fetchCSRAttrs(ctx context.Context) (*CSRAttrs, *tls.ConnectionState, error) {
+func (c *Client) fetchCSRAttrs(ctx context.Context) (*est.CSRAttrs, *tls.ConnectionState, error) {
 	ans, err := c.get(ctx, PathCSRAttrs, MediaTypeCSRAttrs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("csrattrs: %w", err)
@@ -231,19 +239,32 @@ func (c *Client) fetchCSRAttrs(ctx context.Context) (*CSRAttrs, *tls.ConnectionS
 	switch ans.status {
 	case http.StatusOK:
 	case http.StatusNoContent, http.StatusNotFound:
-		return &CSRAttrs{}, ans.tls, nil
+		return &est.CSRAttrs{}, ans.tls, nil
 	default:
 		return nil, nil, fmt.Errorf("csrattrs: %w", statusError(PathCSRAttrs, ans))
 	}
-	der, err := DecodeBase64(ans.body)
+	der, err := est.DecodeBase64Body(ans.body)
 	if err != nil {
-		return nil, nil, fmt.Errorf("csrattrs: %w", err)
+		return nil, nil, fmt.Errorf("csrattrs: %w: %w", ErrESTEncoding, err)
 	}
-	attrs, err := ParseCSRAttrs(der)
+	attrs, err := est.ParseCSRAttrs(der)
 	if err != nil {
-		return nil, nil, fmt.Errorf("csrattrs: %w", err)
+		return nil, nil, fmt.Errorf("csrattrs: %w: %w", ErrESTEncoding, err)
 	}
 	return attrs, ans.tls, nil
+}
+
+// decodeCertsOnly reads a base64 certs-only body (RFC 7030 §4.1.3, RFC 8951).
+func decodeCertsOnly(body []byte) ([]*x509.Certificate, error) {
+	der, err := est.DecodeBase64Body(body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrESTEncoding, err)
+	}
+	certs, err := est.ParseCertsOnly(der)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrESTEncoding, err)
+	}
+	return certs, nil
 }
 
 // enroller posts one CSR to simpleenroll or simplereenroll until the
@@ -251,7 +272,7 @@ func (c *Client) fetchCSRAttrs(ctx context.Context) (*CSRAttrs, *tls.ConnectionS
 type enroller struct {
 	poster    poster
 	path      string
-	req       CSRRequest
+	req       est.CSRRequest
 	key       crypto.Signer
 	bind      bool
 	retryWait func(string) time.Duration
@@ -262,15 +283,15 @@ func (e *enroller) build(cs *tls.ConnectionState) (*x509.CertificateRequest, str
 	req := e.req
 	kind := ""
 	if e.bind {
-		cb, k, err := ChannelBinding(cs)
+		cb, k, err := est.ChannelBinding(cs)
 		if err != nil {
-			return nil, "", err
+			return nil, "", fmt.Errorf("%w: %w", ErrChannelBinding, err)
 		}
-		req.ChallengePassword, kind = cb, k
+		req.ChallengePassword, kind = cb, string(k)
 	}
-	csr, err := CreateCSR(req, e.key)
+	csr, err := est.CreateCSR(req, e.key)
 	if err != nil {
-		return nil, "", err
+		return nil, "", fmt.Errorf("pledge: %w", err)
 	}
 	return csr, kind, nil
 }
@@ -290,7 +311,7 @@ func (e *enroller) run(ctx context.Context, cs *tls.ConnectionState, res *Result
 	rebinds := 0
 	for attempt := 1; ; attempt++ {
 		res.Attempts = attempt
-		ans, err = e.poster.post(ctx, e.path, MediaTypePKCS10, MediaTypeCertsOnly, EncodeBase64(csr.Raw))
+		ans, err = e.poster.post(ctx, e.path, MediaTypePKCS10, MediaTypeCertsOnly, est.EncodeBase64(csr.Raw))
 		if err != nil {
 			if ctx.Err() != nil && attempt > 1 {
 				return fmt.Errorf("%w after %d attempts: %w", ErrEnrollPending, attempt-1, ctx.Err())
@@ -327,11 +348,7 @@ func (e *enroller) run(ctx context.Context, cs *tls.ConnectionState, res *Result
 		}
 	}
 	res.CSR, res.ChannelBinding = csr, kind
-	der, err := DecodeBase64(ans.body)
-	if err != nil {
-		return fmt.Errorf("%s: %w", e.path, err)
-	}
-	certs, err := ParseCertsOnly(der)
+	certs, err := decodeCertsOnly(ans.body)
 	if err != nil {
 		return fmt.Errorf("%s: %w", e.path, err)
 	}
@@ -349,32 +366,11 @@ func (e *enroller) run(ctx context.Context, cs *tls.ConnectionState, res *Result
 	return nil
 }
 
-// ChannelBinding returns the base64 channel binding of a TLS connection
-// for the CSR's challengePassword (RFC 7030 §3.5): tls-unique (RFC 5929)
-// on TLS 1.2, tls-exporter (RFC 9266: label "EXPORTER-Channel-Binding",
-// empty context, 32 bytes) on TLS 1.3, and its type.
-func ChannelBinding(cs *tls.ConnectionState) (string, string, error) {
-	if cs == nil {
-		return "", "", fmt.Errorf("%w: not a TLS connection", ErrChannelBinding)
-	}
-	if cs.Version == tls.VersionTLS13 {
-		b, err := cs.ExportKeyingMaterial(exporterLabel, nil, exporterLen)
-		if err != nil {
-			return "", "", fmt.Errorf("%w: %w", ErrChannelBinding, err)
-		}
-		return base64.StdEncoding.EncodeToString(b), BindingTLSExporter, nil
-	}
-	if len(cs.TLSUnique) == 0 {
-		return "", "", fmt.Errorf("%w: TLS %s without tls-unique", ErrChannelBinding, tls.VersionName(cs.Version))
-	}
-	return base64.StdEncoding.EncodeToString(cs.TLSUnique), BindingTLSUnique, nil
-}
-
 // sameBinding reports whether two connection states have one binding (are
 // one connection).
 func sameBinding(a, b *tls.ConnectionState) bool {
-	x, _, errA := ChannelBinding(a)
-	y, _, errB := ChannelBinding(b)
+	x, _, errA := est.ChannelBinding(a)
+	y, _, errB := est.ChannelBinding(b)
 	return errA == nil && errB == nil && x == y
 }
 
@@ -412,4 +408,46 @@ func (c *Client) enrollStatusAsLDevID(ctx context.Context, res *Result) error {
 	s := newDomainSession(c.cfg.Registrar, res.TLSCertificate(), roots, c.cfg.Clock, c.cfg.MaxTLSVersion)
 	defer s.close()
 	return postStatus(ctx, s, PathEnrollStatus, true, "")
+}
+
+// subjectFromTemplate builds the DER subject Name from a template: values
+// the server set are used as sent; an attribute without a value takes the
+// fallback subject's value of the same type (the IDevID's), or is left out
+// when the fallback has none; an RDN left empty is dropped.
+func subjectFromTemplate(tmpl [][]est.NameAttribute, fallback []byte) ([]byte, error) {
+	rdns, err := est.ParseName(fallback)
+	if err != nil {
+		return nil, fmt.Errorf("%w: subject: %w", ErrESTEncoding, err)
+	}
+	fb := slices.Concat(rdns...)
+	var out [][]est.NameAttribute
+	for _, rdn := range tmpl {
+		var vals []est.NameAttribute
+		for _, na := range rdn {
+			if !na.HasValue {
+				i := slices.IndexFunc(fb, func(f est.NameAttribute) bool { return f.Type.Equal(na.Type) })
+				if i < 0 {
+					continue
+				}
+				na = fb[i]
+			}
+			vals = append(vals, na)
+		}
+		if len(vals) > 0 {
+			out = append(out, vals)
+		}
+	}
+	der, err := est.MarshalName(out)
+	if err != nil {
+		return nil, fmt.Errorf("pledge: encode subject: %w", err)
+	}
+	return der, nil
+}
+
+// deviceSubject is the CSR subject when the registrar gives no template:
+// the IDevID's X.520 serialNumber, the device's identity in BRSKI (RFC 8995
+// §2.3.1), alone. The rest of an IDevID subject names the manufacturer's
+// view of the device, which a domain CA's profile does not grant.
+func deviceSubject(idevidSubject []byte) ([]byte, error) {
+	return subjectFromTemplate([][]est.NameAttribute{{{Type: oidSerialNumber}}}, idevidSubject)
 }

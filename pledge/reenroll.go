@@ -3,19 +3,20 @@ package pledge
 import (
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/jmhodges/clock"
+
+	"github.com/gatehouse-pki/gatehouse/est"
 )
 
 // ReenrollConfig configures Reenroll. It is pure data.
@@ -105,7 +106,7 @@ func Reenroll(ctx context.Context, cfg ReenrollConfig) (*Result, error) {
 	if pub, ok := oldKey.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(leaf.PublicKey) {
 		return nil, fmt.Errorf("%w: the key does not match the LDevID certificate", ErrConfig)
 	}
-	kt, err := keyTypeOf(oldKey.Public())
+	kt, err := est.KeyTypeOf(oldKey.Public())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
@@ -120,14 +121,14 @@ func Reenroll(ctx context.Context, cfg ReenrollConfig) (*Result, error) {
 		return nil, fmt.Errorf("reenroll: %w", err)
 	}
 	res.CACerts = cacerts
-	if res.Key, err = GenerateKey(kt); err != nil {
-		return nil, err
+	if res.Key, err = est.GenerateKey(kt); err != nil {
+		return nil, fmt.Errorf("pledge: %w", err)
 	}
 	// RFC 7030 §4.2.2: the subject and subjectAltName are the current
 	// certificate's, unchanged.
-	req := CSRRequest{RawSubject: leaf.RawSubject}
+	req := est.CSRRequest{RawSubject: leaf.RawSubject}
 	if san, ok := sanExtension(leaf); ok {
-		req.Extensions = []Extension{san}
+		req.Extensions = []est.Extension{san}
 	}
 	e := enroller{
 		poster:    s,
@@ -146,19 +147,22 @@ func Reenroll(ctx context.Context, cfg ReenrollConfig) (*Result, error) {
 	return res, nil
 }
 
-// keyTypeOf returns the type of an existing public key.
-func keyTypeOf(pub crypto.PublicKey) (KeyType, error) {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		return KeyType{Algorithm: "ec", Curve: k.Curve}, nil
-	case *rsa.PublicKey:
-		return KeyType{Algorithm: "rsa", Bits: k.N.BitLen()}, nil
-	case ed25519.PublicKey:
-		return KeyType{Algorithm: "ed25519"}, nil
-	default:
-		return KeyType{}, fmt.Errorf("unsupported key type %T", pub)
+// sanExtension returns the certificate's subjectAltName extension, if any.
+func sanExtension(c *x509.Certificate) (est.Extension, bool) {
+	for _, e := range c.Extensions {
+		if e.Id.Equal(oidSubjectAltName) {
+			return est.Extension{ID: e.Id, Critical: e.Critical, Value: e.Value}, true
+		}
 	}
+	return est.Extension{}, false
 }
+
+var (
+	oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+	// oidEKUCMCRA is id-kp-cmcRA (RFC 6402), which crypto/x509 has no
+	// constant for: it lands in UnknownExtKeyUsage.
+	oidEKUCMCRA = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 28}
+)
 
 // domainSession is a keep-alive HTTPS connection to the registrar that
 // presents a domain certificate (LDevID) and verifies the registrar against
@@ -258,7 +262,7 @@ func verifyDomainServer(chain, roots []*x509.Certificate, host string, now time.
 	}); err != nil {
 		return fmt.Errorf("%w: registrar certificate %q does not chain to the domain CA: %w", ErrRegistrarChanged, leaf.Subject, err)
 	}
-	if leaf.VerifyHostname(host) != nil && !hasEKU(leaf, oidEKUCMCRA) {
+	if leaf.VerifyHostname(host) != nil && !slices.ContainsFunc(leaf.UnknownExtKeyUsage, oidEKUCMCRA.Equal) {
 		return fmt.Errorf("%w: registrar certificate %q names neither %q nor id-kp-cmcRA", ErrRegistrarChanged, leaf.Subject, host)
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -19,7 +20,10 @@ import (
 	"time"
 
 	"github.com/jmhodges/clock"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
+	"github.com/gatehouse-pki/gatehouse/est"
 	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 	"github.com/gatehouse-pki/gatehouse/pledge"
 )
@@ -48,7 +52,7 @@ func startFakeEST(t *testing.T, ca *pkitest.CA) *fakeEST {
 	f := &fakeEST{t: t, ca: ca}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/est/cacerts", func(w http.ResponseWriter, _ *http.Request) {
-		der, err := pledge.MarshalCertsOnly(ca.Chain)
+		der, err := est.MarshalCertsOnly(ca.Chain)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -78,7 +82,7 @@ func (f *fakeEST) reenroll(w http.ResponseWriter, r *http.Request) {
 	}
 	peer := r.TLS.PeerCertificates[0]
 	body, _ := io.ReadAll(r.Body)
-	der, err := pledge.DecodeBase64(body)
+	der, err := est.DecodeBase64Body(body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -129,13 +133,13 @@ func (f *fakeEST) reenroll(w http.ResponseWriter, r *http.Request) {
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	}, pub)
-	out, err := pledge.MarshalCertsOnly(append([]*x509.Certificate{cert}, f.ca.Chain[:len(f.ca.Chain)-1]...))
+	out, err := est.MarshalCertsOnly(append([]*x509.Certificate{cert}, f.ca.Chain[:len(f.ca.Chain)-1]...))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", pledge.MediaTypeCertsOnly)
-	_, _ = w.Write(pledge.EncodeBase64(out))
+	_, _ = w.Write(est.EncodeBase64(out))
 }
 
 // newLDevID issues an LDevID from ca with a subject and a URI SAN.
@@ -270,4 +274,34 @@ func TestReenrollConfig_Validate(t *testing.T) {
 			t.Errorf("%s: Validate = %v, want ErrConfig", name, err)
 		}
 	}
+}
+
+// challengePassword returns the challengePassword of a CSR (crypto/x509
+// does not expose it) and the tag of its value. The fake server reads it
+// independently of the est package the pledge writes it with.
+func challengePassword(t *testing.T, csr *x509.CertificateRequest) (string, cbasn1.Tag) {
+	t.Helper()
+	in := cryptobyte.String(csr.RawTBSCertificateRequest)
+	var tbs, attrs cryptobyte.String
+	var version int64
+	if !in.ReadASN1(&tbs, cbasn1.SEQUENCE) || !tbs.ReadASN1Integer(&version) ||
+		!tbs.SkipASN1(cbasn1.SEQUENCE) || !tbs.SkipASN1(cbasn1.SEQUENCE) ||
+		!tbs.ReadASN1(&attrs, cbasn1.Tag(0).ContextSpecific().Constructed()) {
+		t.Fatal("malformed CertificationRequestInfo")
+	}
+	for !attrs.Empty() {
+		var attr, set, val cryptobyte.String
+		var typ asn1.ObjectIdentifier
+		var tag cbasn1.Tag
+		if !attrs.ReadASN1(&attr, cbasn1.SEQUENCE) || !attr.ReadASN1ObjectIdentifier(&typ) || !attr.ReadASN1(&set, cbasn1.SET) {
+			t.Fatal("malformed attribute")
+		}
+		if typ.Equal(asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}) {
+			if !set.ReadAnyASN1(&val, &tag) || !set.Empty() {
+				t.Fatal("malformed challengePassword")
+			}
+			return string(val), tag
+		}
+	}
+	return "", 0
 }

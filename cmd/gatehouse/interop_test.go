@@ -13,6 +13,7 @@ import (
 
 	"github.com/jmhodges/clock"
 
+	"github.com/gatehouse-pki/gatehouse/est"
 	"github.com/gatehouse-pki/gatehouse/internal/lab"
 	"github.com/gatehouse-pki/gatehouse/pki"
 	"github.com/gatehouse-pki/gatehouse/pledge"
@@ -121,7 +122,7 @@ func lookPath(t *testing.T, name string) string {
 // (base64 -d | openssl pkcs7 -inform DER -print_certs).
 func certsOnlyToPEM(t *testing.T, openssl string, body []byte) []byte {
 	t.Helper()
-	der, err := pledge.DecodeBase64(body)
+	der, err := est.DecodeBase64Body(body)
 	if err != nil {
 		t.Fatalf("response is not base64: %v\n%s", err, body)
 	}
@@ -173,7 +174,7 @@ func TestInterop_CurlOpenSSL(t *testing.T) {
 		key := filepath.Join(l.work, tc.serial+"-key.pem")
 		der := run(t, l.work, nil, openssl, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
 			"-keyout", key, "-subj", "/serialNumber="+tc.serial, "-outform", "DER")
-		csr := l.file(t, tc.serial+".b64", pledge.EncodeBase64(der))
+		csr := l.file(t, tc.serial+".b64", est.EncodeBase64(der))
 		args := curlArgs(idevid, idkey, "-H", "Content-Type: application/pkcs10", "--data-binary", "@"+csr)
 		if tc.cte {
 			args = append(args, "-H", "Content-Transfer-Encoding: base64")
@@ -189,7 +190,7 @@ func TestInterop_CurlOpenSSL(t *testing.T) {
 		newKey := filepath.Join(l.work, tc.serial+"-key2.pem")
 		der = run(t, l.work, nil, openssl, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
 			"-keyout", newKey, "-subj", opensslSubject(t, cert), "-outform", "DER")
-		csr = l.file(t, tc.serial+"-re.b64", pledge.EncodeBase64(der))
+		csr = l.file(t, tc.serial+"-re.b64", est.EncodeBase64(der))
 		body = run(t, l.work, nil, curl, curlArgs(cert, key, "-H", "Content-Type: application/pkcs10", "--data-binary", "@"+csr, base+"simplereenroll")...)
 		renewed := l.file(t, tc.serial+"-renewed.pem", firstCertPEM(t, certsOnlyToPEM(t, openssl, body)))
 		if out := run(t, l.work, nil, openssl, "verify", "-CAfile", ca, renewed); !bytes.Contains(out, []byte(": OK")) {

@@ -259,17 +259,17 @@ func printEnrollSummary(cmd *cobra.Command, res *pledge.Result, wrote []string) 
 	attrs := "none"
 	if a := res.CSRAttrs; a != nil && len(a.Raw) > 0 {
 		var parts []string
-		if a.KeyType != nil {
-			parts = append(parts, "key "+a.KeyType.String())
+		if kt, ok := a.PreferredKeyType(); ok {
+			parts = append(parts, "key "+kt.String())
 		}
-		if a.Template {
+		if a.Template != nil {
 			parts = append(parts, "template")
 		}
-		if a.ChallengePassword {
+		if a.ChallengePasswordRequested() {
 			parts = append(parts, "challengePassword")
 		}
-		if len(a.Extensions) > 0 {
-			parts = append(parts, fmt.Sprintf("%d extension(s)", len(a.Extensions)))
+		if exts := a.RequestedExtensions(); len(exts) > 0 {
+			parts = append(parts, fmt.Sprintf("%d extension(s)", len(exts)))
 		}
 		attrs = strings.Join(parts, ", ")
 		if attrs == "" {

@@ -12,7 +12,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,7 +22,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/digitorus/pkcs7"
 	"github.com/jmhodges/clock"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -423,7 +421,7 @@ func (p *Pledge) Get(ctx context.Context, path string) (*http.Response, []byte, 
 // (est.OpSimpleEnroll, est.OpSimpleReenroll…) and, on 200, parses the
 // certs-only response into its first certificate.
 func (p *Pledge) EST(ctx context.Context, op string, csrDER []byte) (*x509.Certificate, *http.Response, []byte, error) {
-	body := []byte(base64.StdEncoding.EncodeToString(csrDER))
+	body := est.EncodeBase64(csrDER)
 	resp, b, err := p.Post(ctx, est.PathPrefix+"/"+op, est.MediaPKCS10, body)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		return nil, resp, b, err
@@ -435,17 +433,14 @@ func (p *Pledge) EST(ctx context.Context, op string, csrDER []byte) (*x509.Certi
 	return certs[0], resp, b, nil
 }
 
-// ParseCertsOnly decodes a base64 certs-only PKCS#7 EST response.
+// ParseCertsOnly decodes a base64 certs-only PKCS#7 EST response with the
+// est package's codec (est.DecodeBase64Body, est.ParseCertsOnly).
 func ParseCertsOnly(body []byte) ([]*x509.Certificate, error) {
 	der, err := est.DecodeBase64Body(body)
 	if err != nil {
 		return nil, err
 	}
-	p7, err := pkcs7.Parse(der)
-	if err != nil {
-		return nil, err
-	}
-	return p7.Certificates, nil
+	return est.ParseCertsOnly(der)
 }
 
 // NewCSR returns a DER PKCS#10 request signed by key with the subject the
