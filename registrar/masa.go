@@ -49,20 +49,19 @@ func (s *Service) obtainVoucher(ctx context.Context, pr *pledgeRequest, base *ur
 	}
 	s.metrics.masaRequests.WithLabelValues(masaOK).Inc()
 
+	v := store.Voucher{Device: pr.key, Nonce: pr.nonce, MediaType: MediaTypeVoucherCMS, Signed: body, RequestHash: pr.hash}
 	if pr.dev == nil {
-		// The device record is created only now, so that every refusal
-		// before this point leaves the store unchanged.
-		if _, err := s.db.PutDevice(ctx, store.Device{Key: pr.key, MASAURL: base.String()}); err != nil {
-			return nil, fmt.Errorf("record device: %w", err)
-		}
+		// The device record is created only now, with the voucher, so that
+		// every refusal (including PutVoucher's own) leaves the store
+		// unchanged.
+		v.NewDevice = &store.Device{MASAURL: base.String()}
 	}
 	fields := []string{"pledge_serial", pr.id.Serial, "device", pr.key.String(), "manufacturer", pr.mfg.Name,
 		"nonce", pr.nonce, "masa_url", base.String(), "voucher_sha256", sha256Hex(body)}
-	// One durable transaction: the voucher, the nonce use, the device's
-	// move to voucher-issued and the audit events; only then the answer.
-	err = s.db.PutVoucher(ctx, store.Voucher{
-		Device: pr.key, Nonce: pr.nonce, MediaType: MediaTypeVoucherCMS, Signed: body, RequestHash: pr.hash,
-	}, audit.New(audit.VRReceived, fields...), audit.New(audit.MASAVoucher, fields...), audit.New(audit.VoucherDelivered, fields...))
+	// One durable transaction: the device record (first voucher), the
+	// voucher, the nonce use, the device's move to voucher-issued and the
+	// audit events; only then the answer.
+	err = s.db.PutVoucher(ctx, v, audit.New(audit.VRReceived, fields...), audit.New(audit.MASAVoucher, fields...), audit.New(audit.VoucherDelivered, fields...))
 	switch {
 	case errors.Is(err, store.ErrNonceReused):
 		return nil, problem.New(problem.Forbidden, errors.Join(errNonceReuse, err), "this nonce was already used")

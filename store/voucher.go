@@ -28,6 +28,13 @@ type Voucher struct {
 	// RequestHash is the SHA-256 of the pledge voucher-request it answers,
 	// to tell an identical retry from a different request.
 	RequestHash [32]byte
+	// NewDevice, when set, is the record PutVoucher creates (status new,
+	// its MASAURL and StatusReason) if the device has none yet, in the
+	// same transaction as the voucher: a pledge's first voucher is one
+	// durable write, and a refused one leaves no device behind. Without
+	// it, an unknown device is refused with ErrNotFound. Its Key is
+	// ignored (Device is the key).
+	NewDevice *Device
 	// CreatedAt is set by the store.
 	CreatedAt time.Time
 }
@@ -142,7 +149,13 @@ func (db *DB) PutVoucher(ctx context.Context, v Voucher, audit ...Event) error {
 			}
 		}
 		dev, err := loadDevice(tx, v.Device)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrNotFound) && v.NewDevice != nil:
+			dev = deviceToRecord(Device{
+				Key: v.Device, Status: DeviceNew, StatusReason: v.NewDevice.StatusReason, MASAURL: v.NewDevice.MASAURL,
+				CreatedAt: now, UpdatedAt: now,
+			})
+		case err != nil:
 			return fmt.Errorf("device: %w", err)
 		}
 		dev.VoucherNonce, dev.VoucherAt = v.Nonce, now

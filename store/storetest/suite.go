@@ -78,6 +78,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		"list-devices":           contract.testListDevices,
 		"vouchers":               contract.testVouchers,
 		"voucher-nonce-reuse":    contract.testVoucherNonceReuse,
+		"voucher-new-device":     contract.testVoucherNewDevice,
 		"telemetry":              contract.testTelemetry,
 		"audit":                  contract.testAudit,
 		"audit-in-other-writes":  contract.testAuditInOtherWrites,
@@ -373,6 +374,41 @@ func (ct contract) testVouchers() {
 	wantErr(t, err, store.ErrNotFound)
 
 	wantErr(t, b.PutVoucher(ctx, store.Voucher{Device: k, Nonce: "x", Signed: []byte("v")}), store.ErrInvalid)
+}
+
+// testVoucherNewDevice: a first voucher creates its device in the same
+// transaction (Voucher.NewDevice), and a refused one leaves no device.
+func (ct contract) testVoucherNewDevice() {
+	t, b := ct.t, ct.b
+	ctx := t.Context()
+	k := Key("SN-NEW")
+	v := store.Voucher{Device: k, Nonce: "n-new-1", MediaType: "application/voucher-cms+json", Signed: []byte("voucher"),
+		RequestHash: sha256.Sum256([]byte("pvr-new")), NewDevice: &store.Device{MASAURL: "https://masa.example/.well-known/brski"}}
+	noErr(t, b.PutVoucher(ctx, v, event("voucher-delivered")))
+	d := try(b.Device(ctx, k)).must(t)
+	if d.Status != store.DeviceVoucherIssued || d.MASAURL != v.NewDevice.MASAURL || d.LastVoucher.Nonce != "n-new-1" || !d.CreatedAt.Equal(Epoch) {
+		t.Fatalf("device created with its first voucher = %+v", d)
+	}
+	// For a known device NewDevice changes nothing.
+	v2 := v
+	v2.Nonce, v2.RequestHash = "n-new-2", sha256.Sum256([]byte("pvr-new-2"))
+	v2.NewDevice = &store.Device{MASAURL: "https://other.example/.well-known/brski"}
+	noErr(t, b.PutVoucher(ctx, v2))
+	if d := try(b.Device(ctx, k)).must(t); d.MASAURL != v.NewDevice.MASAURL {
+		t.Fatalf("NewDevice rewrote a known device's MASA URL: %q", d.MASAURL)
+	}
+
+	// Another unknown device reusing that nonce is refused, and leaves
+	// nothing behind: no device, no voucher, the same state digest.
+	before := try(b.StateDigest(ctx)).must(t)
+	thief := store.Voucher{Device: Key("SN-NEW-THIEF"), Nonce: "n-new-1", MediaType: "application/voucher-cms+json", Signed: []byte("v"),
+		RequestHash: sha256.Sum256([]byte("other pvr")), NewDevice: &store.Device{MASAURL: "https://masa.example/.well-known/brski"}}
+	wantErr(t, b.PutVoucher(ctx, thief), store.ErrNonceReused)
+	_, err := b.Device(ctx, thief.Device)
+	wantErr(t, err, store.ErrNotFound)
+	if after := try(b.StateDigest(ctx)).must(t); after != before {
+		t.Fatal("a refused first voucher changed the store")
+	}
 }
 
 func (ct contract) testVoucherNonceReuse() {
