@@ -160,28 +160,69 @@ func (cfg Config) Validate() error {
 	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
 		errs = append(errs, fmt.Errorf("registrar URL %q: no user info, query or fragment allowed", u))
 	}
-	if len(cfg.IDevID.Certificate) == 0 {
-		errs = append(errs, errors.New("IDevID certificate is required"))
-	}
-	if _, ok := cfg.IDevID.PrivateKey.(crypto.Signer); !ok {
-		errs = append(errs, errors.New("IDevID private key is missing or is not a signing key"))
-	}
-	if len(cfg.MASAAnchors) == 0 {
-		errs = append(errs, errors.New("at least one MASA anchor is required"))
-	}
-	if cfg.Clock == nil {
-		errs = append(errs, errors.New("clock is required"))
-	}
-	if cfg.MaxRetryWait < 0 || cfg.MaxWait < 0 {
-		errs = append(errs, errors.New("waits must not be negative"))
-	}
-	if v := cfg.MaxTLSVersion; v != 0 && v != tls.VersionTLS12 && v != tls.VersionTLS13 {
-		errs = append(errs, fmt.Errorf("max TLS version %#x: want TLS 1.2 or 1.3", v))
-	}
+	errs = append(errs, clientSetup{
+		role: "IDevID", cert: cfg.IDevID, anchors: len(cfg.MASAAnchors), anchorsName: "MASA anchor", clock: cfg.Clock,
+		maxRetryWait: cfg.MaxRetryWait, maxWait: cfg.MaxWait, maxTLS: cfg.MaxTLSVersion,
+	}.check()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return nil
+}
+
+// clientSetup is what a pledge's TLS connection to the registrar needs,
+// whichever certificate it presents: Config (the IDevID) and
+// ReenrollConfig (an LDevID) are both checked with it.
+type clientSetup struct {
+	role                  string // "IDevID" or "LDevID"
+	cert                  tls.Certificate
+	anchors               int
+	anchorsName           string // what verifies the other side
+	clock                 clock.Clock
+	maxRetryWait, maxWait time.Duration
+	maxTLS                uint16
+}
+
+// check reports every problem of s.
+func (s clientSetup) check() []error {
+	var errs []error
+	if len(s.cert.Certificate) == 0 {
+		errs = append(errs, fmt.Errorf("%s certificate is required", s.role))
+	}
+	if _, ok := s.cert.PrivateKey.(crypto.Signer); !ok {
+		errs = append(errs, fmt.Errorf("%s private key is missing or is not a signing key", s.role))
+	}
+	if s.anchors == 0 {
+		errs = append(errs, fmt.Errorf("at least one %s is required", s.anchorsName))
+	}
+	if s.clock == nil {
+		errs = append(errs, errors.New("clock is required"))
+	}
+	if s.maxRetryWait < 0 || s.maxWait < 0 {
+		errs = append(errs, errors.New("waits must not be negative"))
+	}
+	if v := s.maxTLS; v != 0 && v != tls.VersionTLS12 && v != tls.VersionTLS13 {
+		errs = append(errs, fmt.Errorf("max TLS version %#x: want TLS 1.2 or 1.3", v))
+	}
+	return errs
+}
+
+// leafAndKey returns the parsed end-entity certificate of a validated
+// key pair (Leaf, else the first certificate) and its key, which must
+// match it.
+func leafAndKey(role string, cert tls.Certificate) (*x509.Certificate, crypto.Signer, error) {
+	leaf := cert.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, nil, fmt.Errorf("%w: parse %s: %w", ErrConfig, role, err)
+		}
+	}
+	key := cert.PrivateKey.(crypto.Signer)
+	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(leaf.PublicKey) {
+		return nil, nil, fmt.Errorf("%w: the %s key does not match the %s certificate", ErrConfig, role, role)
+	}
+	return leaf, key, nil
 }
 
 // Client is one pledge talking to one registrar over one persistent TLS
@@ -221,16 +262,9 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	leaf := cfg.IDevID.Leaf
-	if leaf == nil {
-		var err error
-		if leaf, err = x509.ParseCertificate(cfg.IDevID.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("%w: parse IDevID: %w", ErrConfig, err)
-		}
-	}
-	key := cfg.IDevID.PrivateKey.(crypto.Signer)
-	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(leaf.PublicKey) {
-		return nil, fmt.Errorf("%w: the IDevID key does not match the IDevID certificate", ErrConfig)
+	leaf, key, err := leafAndKey("IDevID", cfg.IDevID)
+	if err != nil {
+		return nil, err
 	}
 	serial, err := pki.SerialNumber(leaf, "")
 	if err != nil {

@@ -2,7 +2,6 @@ package pledge
 
 import (
 	"context"
-	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/asn1"
@@ -53,24 +52,10 @@ func (cfg ReenrollConfig) Validate() error {
 	case u.Scheme != "https" || u.Host == "":
 		errs = append(errs, fmt.Errorf("registrar URL %q: want https://host[:port]", u))
 	}
-	if len(cfg.LDevID.Certificate) == 0 {
-		errs = append(errs, errors.New("LDevID certificate is required"))
-	}
-	if _, ok := cfg.LDevID.PrivateKey.(crypto.Signer); !ok {
-		errs = append(errs, errors.New("LDevID private key is missing or is not a signing key"))
-	}
-	if len(cfg.DomainCAs) == 0 {
-		errs = append(errs, errors.New("at least one domain CA is required"))
-	}
-	if cfg.Clock == nil {
-		errs = append(errs, errors.New("clock is required"))
-	}
-	if cfg.MaxRetryWait < 0 || cfg.MaxWait < 0 {
-		errs = append(errs, errors.New("waits must not be negative"))
-	}
-	if v := cfg.MaxTLSVersion; v != 0 && v != tls.VersionTLS12 && v != tls.VersionTLS13 {
-		errs = append(errs, fmt.Errorf("max TLS version %#x: want TLS 1.2 or 1.3", v))
-	}
+	errs = append(errs, clientSetup{
+		role: "LDevID", cert: cfg.LDevID, anchors: len(cfg.DomainCAs), anchorsName: "domain CA", clock: cfg.Clock,
+		maxRetryWait: cfg.MaxRetryWait, maxWait: cfg.MaxWait, maxTLS: cfg.MaxTLSVersion,
+	}.check()...)
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
@@ -95,16 +80,9 @@ func Reenroll(ctx context.Context, cfg ReenrollConfig) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	leaf := cfg.LDevID.Leaf
-	if leaf == nil {
-		var err error
-		if leaf, err = x509.ParseCertificate(cfg.LDevID.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("%w: parse LDevID: %w", ErrConfig, err)
-		}
-	}
-	oldKey := cfg.LDevID.PrivateKey.(crypto.Signer)
-	if pub, ok := oldKey.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(leaf.PublicKey) {
-		return nil, fmt.Errorf("%w: the key does not match the LDevID certificate", ErrConfig)
+	leaf, oldKey, err := leafAndKey("LDevID", cfg.LDevID)
+	if err != nil {
+		return nil, err
 	}
 	kt, err := est.KeyTypeOf(oldKey.Public())
 	if err != nil {
