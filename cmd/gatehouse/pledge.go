@@ -13,8 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/gatehouse-pki/gatehouse/internal/lab"
-	"github.com/gatehouse-pki/gatehouse/pki"
 	"github.com/gatehouse-pki/gatehouse/pledge"
 )
 
@@ -27,11 +25,11 @@ func (a *app) pledgeCmd() *cobra.Command {
 	return cmd
 }
 
-// pledgeEnrollFlags are the flags of `pledge enroll`.
+// pledgeEnrollFlags are the flags of `pledge enroll`; conn.cert is
+// --idevid.
 type pledgeEnrollFlags struct {
-	registrar, idevid, key, out, masaAnchor string
-	maxWait                                 time.Duration
-	noChannelBinding                        bool
+	conn            pledgeConnFlags
+	out, masaAnchor string
 }
 
 func (a *app) pledgeEnrollCmd() *cobra.Command {
@@ -65,30 +63,21 @@ Not yet implemented: coaps:// registrars.`,
 			return a.pledgeEnroll(cmd, f)
 		},
 	}
+	f.conn.addFlags(cmd, "idevid", "the pledge's IDevID certificate (chain), PEM (required)", "the IDevID's private key, PEM, mode 0600 (required)")
 	fl := cmd.Flags()
-	fl.StringVar(&f.registrar, "registrar", "", "registrar base URL, https://host:port (required)")
-	fl.StringVar(&f.idevid, "idevid", "", "the pledge's IDevID certificate (chain), PEM (required)")
-	fl.StringVar(&f.key, "key", "", "the IDevID's private key, PEM, mode 0600 (required)")
 	fl.StringVar(&f.out, "out", ".", "directory to write voucher, voucher.json, ldevid.pem, ldevid-key.pem and cacerts.pem into")
 	fl.StringVar(&f.masaAnchor, "masa-anchor", "", "the MASA trust anchor for vouchers, PEM or DER (default: the lab's manufacturer/masa.pem)")
-	fl.DurationVar(&f.maxWait, "max-wait", pledge.DefaultMaxWait, "give up when the registrar still defers (202) after this long")
-	fl.BoolVar(&f.noChannelBinding, "no-channel-binding", false, "leave the TLS channel binding (challengePassword) out of the CSR")
 	return cmd
 }
 
 func (a *app) pledgeEnroll(cmd *cobra.Command, f pledgeEnrollFlags) error {
-	for name, v := range map[string]string{"--registrar": f.registrar, "--idevid": f.idevid, "--key": f.key} {
-		if v == "" {
-			return usageError{fmt.Errorf("pledge enroll: %s is required", name)}
-		}
-	}
-	u, err := parseRegistrarURL("pledge enroll", f.registrar)
+	u, err := f.conn.registrarURL("pledge enroll")
 	if err != nil {
 		return err
 	}
 	anchorFile, anchorNote := f.masaAnchor, ""
 	if anchorFile == "" {
-		anchorFile = filepath.Join(filepath.Dir(f.idevid), "..", "..", "manufacturer", "masa.pem")
+		anchorFile = filepath.Join(filepath.Dir(f.conn.cert), "..", "..", "manufacturer", "masa.pem")
 		if _, err := os.Stat(anchorFile); err != nil {
 			return usageError{fmt.Errorf("pledge enroll: --masa-anchor is required (no lab layout next to the IDevID: %w)", err)}
 		}
@@ -98,27 +87,19 @@ func (a *app) pledgeEnroll(cmd *cobra.Command, f pledgeEnrollFlags) error {
 	if err != nil {
 		return fmt.Errorf("--masa-anchor %s: %w", anchorFile, err)
 	}
-	chain, err := readCertificates(f.idevid)
-	if err != nil {
-		return fmt.Errorf("--idevid %s: %w", f.idevid, err)
-	}
 	ctx, stop := signalContext(cmd.Context())
 	defer stop()
-	key, err := pki.LoadSigner(ctx, f.key, nil)
+	idevid, err := f.conn.keyPair(ctx)
 	if err != nil {
-		return fmt.Errorf("--key: %w", err)
-	}
-	idevid, err := lab.KeyPair(chain, key)
-	if err != nil {
-		return fmt.Errorf("--idevid %s and --key %s: %w", f.idevid, f.key, err)
+		return err
 	}
 	c, err := pledge.New(pledge.Config{
 		Registrar:             u,
 		IDevID:                idevid,
 		MASAAnchors:           anchors,
 		Clock:                 a.clk,
-		MaxWait:               f.maxWait,
-		DisableChannelBinding: f.noChannelBinding,
+		MaxWait:               f.conn.maxWait,
+		DisableChannelBinding: f.conn.noChannelBinding,
 	})
 	if err != nil {
 		return err
@@ -134,7 +115,7 @@ func (a *app) pledgeEnroll(cmd *cobra.Command, f pledgeEnrollFlags) error {
 	if err != nil {
 		return err
 	}
-	printVoucherSummary(cmd, f.registrar, c.Serial(), anchorFile+anchorNote, v)
+	printVoucherSummary(cmd, f.conn.registrar, c.Serial(), anchorFile+anchorNote, v)
 	res, err := c.EnrollEST(ctx, v)
 	if err != nil {
 		return err

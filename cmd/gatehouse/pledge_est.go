@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -26,11 +28,62 @@ const (
 	cacertsFile   = "cacerts.pem"
 )
 
-// pledgeReenrollFlags are the flags of `pledge reenroll`.
+// pledgeReenrollFlags are the flags of `pledge reenroll`; conn.cert is
+// --cert.
 type pledgeReenrollFlags struct {
-	registrar, cert, key, out, ca string
-	maxWait                       time.Duration
-	noChannelBinding              bool
+	conn    pledgeConnFlags
+	out, ca string
+}
+
+// pledgeConnFlags are the flags `pledge enroll` and `pledge reenroll`
+// share: the registrar, the client certificate chain (--idevid or --cert)
+// and its key, the wait, and the channel-binding switch.
+type pledgeConnFlags struct {
+	registrar, cert, key string
+	certFlag             string // the certificate flag's name
+	maxWait              time.Duration
+	noChannelBinding     bool
+}
+
+// addFlags registers the shared flags on cmd, the certificate as
+// --certFlag; the help texts say whose certificate and key they are.
+func (f *pledgeConnFlags) addFlags(cmd *cobra.Command, certFlag, certHelp, keyHelp string) {
+	f.certFlag = certFlag
+	fl := cmd.Flags()
+	fl.StringVar(&f.registrar, "registrar", "", "registrar base URL, https://host:port (required)")
+	fl.StringVar(&f.cert, certFlag, "", certHelp)
+	fl.StringVar(&f.key, "key", "", keyHelp)
+	fl.DurationVar(&f.maxWait, "max-wait", pledge.DefaultMaxWait, "give up when the registrar still defers (202) after this long")
+	fl.BoolVar(&f.noChannelBinding, "no-channel-binding", false, "leave the TLS channel binding (challengePassword) out of the CSR")
+}
+
+// registrarURL checks that --registrar, the certificate and --key are set
+// and parses --registrar.
+func (f *pledgeConnFlags) registrarURL(cmdName string) (*url.URL, error) {
+	for name, v := range map[string]string{"--registrar": f.registrar, "--" + f.certFlag: f.cert, "--key": f.key} {
+		if v == "" {
+			return nil, usageError{fmt.Errorf("%s: %s is required", cmdName, name)}
+		}
+	}
+	return parseRegistrarURL(cmdName, f.registrar)
+}
+
+// keyPair reads the certificate chain and loads its key into a TLS client
+// certificate.
+func (f *pledgeConnFlags) keyPair(ctx context.Context) (tls.Certificate, error) {
+	chain, err := readCertificates(f.cert)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("--%s %s: %w", f.certFlag, f.cert, err)
+	}
+	key, err := pki.LoadSigner(ctx, f.key, nil)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("--key: %w", err)
+	}
+	pair, err := lab.KeyPair(chain, key)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("--%s %s and --key %s: %w", f.certFlag, f.cert, f.key, err)
+	}
+	return pair, nil
 }
 
 func (a *app) pledgeReenrollCmd() *cobra.Command {
@@ -59,30 +112,21 @@ Not yet implemented: coaps:// registrars.`,
 			return a.pledgeReenroll(cmd, f)
 		},
 	}
+	f.conn.addFlags(cmd, "cert", "the current LDevID certificate (chain), PEM (required)", "the LDevID's private key, PEM, mode 0600 (required)")
 	fl := cmd.Flags()
-	fl.StringVar(&f.registrar, "registrar", "", "registrar base URL, https://host:port (required)")
-	fl.StringVar(&f.cert, "cert", "", "the current LDevID certificate (chain), PEM (required)")
-	fl.StringVar(&f.key, "key", "", "the LDevID's private key, PEM, mode 0600 (required)")
 	fl.StringVar(&f.out, "out", "", "directory to write ldevid.pem and ldevid-key.pem into (default: the directory of --cert)")
 	fl.StringVar(&f.ca, "ca", "", "the domain CA that verifies the registrar, PEM or DER (default: DIR/cacerts.pem, else the lab's domain/ca.pem)")
-	fl.DurationVar(&f.maxWait, "max-wait", pledge.DefaultMaxWait, "give up when the registrar still defers (202) after this long")
-	fl.BoolVar(&f.noChannelBinding, "no-channel-binding", false, "leave the TLS channel binding (challengePassword) out of the CSR")
 	return cmd
 }
 
 func (a *app) pledgeReenroll(cmd *cobra.Command, f pledgeReenrollFlags) error {
-	for name, v := range map[string]string{"--registrar": f.registrar, "--cert": f.cert, "--key": f.key} {
-		if v == "" {
-			return usageError{fmt.Errorf("pledge reenroll: %s is required", name)}
-		}
-	}
-	u, err := parseRegistrarURL("pledge reenroll", f.registrar)
+	u, err := f.conn.registrarURL("pledge reenroll")
 	if err != nil {
 		return err
 	}
 	out := f.out
 	if out == "" {
-		out = filepath.Dir(f.cert)
+		out = filepath.Dir(f.conn.cert)
 	}
 	caFile, caNote, err := domainCAFile(f.ca, out)
 	if err != nil {
@@ -92,27 +136,19 @@ func (a *app) pledgeReenroll(cmd *cobra.Command, f pledgeReenrollFlags) error {
 	if err != nil {
 		return fmt.Errorf("--ca %s: %w", caFile, err)
 	}
-	chain, err := readCertificates(f.cert)
-	if err != nil {
-		return fmt.Errorf("--cert %s: %w", f.cert, err)
-	}
 	ctx, stop := signalContext(cmd.Context())
 	defer stop()
-	key, err := pki.LoadSigner(ctx, f.key, nil)
+	ldevid, err := f.conn.keyPair(ctx)
 	if err != nil {
-		return fmt.Errorf("--key: %w", err)
-	}
-	ldevid, err := lab.KeyPair(chain, key)
-	if err != nil {
-		return fmt.Errorf("--cert %s and --key %s: %w", f.cert, f.key, err)
+		return err
 	}
 	res, err := pledge.Reenroll(ctx, pledge.ReenrollConfig{
 		Registrar:             u,
 		LDevID:                ldevid,
 		DomainCAs:             cas,
 		Clock:                 a.clk,
-		DisableChannelBinding: f.noChannelBinding,
-		MaxWait:               f.maxWait,
+		DisableChannelBinding: f.conn.noChannelBinding,
+		MaxWait:               f.conn.maxWait,
 	})
 	if err != nil {
 		return err
@@ -122,7 +158,7 @@ func (a *app) pledgeReenroll(cmd *cobra.Command, f pledgeReenrollFlags) error {
 		return err
 	}
 	w := cmd.OutOrStdout()
-	fmt.Fprintf(w, "reenrolled: %s, registrar %s (%s)\n", res.LDevID.Subject, f.registrar, attemptsText(res.Attempts))
+	fmt.Fprintf(w, "reenrolled: %s, registrar %s (%s)\n", res.LDevID.Subject, f.conn.registrar, attemptsText(res.Attempts))
 	fmt.Fprintf(w, "  registrar TLS:      verified against %s%s\n", caFile, caNote)
 	printLDevID(cmd, res, wrote)
 	return nil
