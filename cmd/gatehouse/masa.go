@@ -86,12 +86,11 @@ func (a *app) runMASA(cmd *cobra.Command, path string) error {
 	if auditPath == "" {
 		auditPath = filepath.Join(cfg.DataDir, auditFileName)
 	}
-	auditLog, auditFile, err := openAuditFile(auditPath)
+	rec, auditFile, err := audit.Open(db, auditPath)
 	if err != nil {
 		return err
 	}
 	defer auditFile.Close()
-	rec := audit.NewRecorder(db, auditLog)
 	reg := newMetricsRegistry()
 	svc, err := masa.New(masa.Config{
 		Ownership:         cfg.Ownership.Mode,

@@ -101,12 +101,11 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 	if auditPath == "" {
 		auditPath = filepath.Join(cfg.DataDir, auditFileName)
 	}
-	auditLog, auditFile, err := openAuditFile(auditPath)
+	rec, auditFile, err := audit.Open(db, auditPath)
 	if err != nil {
 		return err
 	}
 	defer auditFile.Close()
-	rec := audit.NewRecorder(db, auditLog)
 	issuer, profile, err := newIssuer(ctx, a.clk, cfg.DomainCA, domain, cfg.LDevID)
 	if err != nil {
 		return err

@@ -154,16 +154,6 @@ func newServer(h http.Handler, tlsConfig *tls.Config, logger *slog.Logger) *http
 	return web.NewServer(h, tlsConfig, logger)
 }
 
-// openAuditFile opens (creating, mode 0600) the append-only JSON audit file
-// and returns a logger writing to it.
-func openAuditFile(path string) (*slog.Logger, io.Closer, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open audit file: %w", err)
-	}
-	return slog.New(slog.NewJSONHandler(f, nil)), f, nil
-}
-
 // loadKeyPair reads a PEM certificate chain (end-entity first) and its key
 // file, and checks they match. pki.LoadSigner refuses a key file accessible
 // by group or others (DESIGN.md: key files are 0600), naming the file, its

@@ -13,7 +13,9 @@ package audit
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
 	"sort"
 
 	"github.com/gatehouse-pki/gatehouse/store"
@@ -88,6 +90,17 @@ func NewRecorder(s appender, file *slog.Logger) *Recorder {
 		r.hooked = true
 	}
 	return r
+}
+
+// Open opens the append-only JSON audit file at path (created with mode
+// 0600) and returns a Recorder writing to s and mirroring to that file, and
+// the file to close when the process stops.
+func Open(s appender, path string) (*Recorder, io.Closer, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open audit file: %w", err)
+	}
+	return NewRecorder(s, slog.New(slog.NewJSONHandler(f, nil))), f, nil
 }
 
 // New builds an event of type typ from alternating key, value strings.

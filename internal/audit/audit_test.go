@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -136,4 +138,46 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+func TestOpen_AppendsToA0600File(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	db, err := store.Open(filepath.Join(dir, "audit.db"), store.Options{Clock: fakeClock()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	path := filepath.Join(dir, "audit.log")
+	for i, typ := range []string{Startup, Shutdown} { // two opens: the second appends
+		r, f, err := Open(db, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Record(t.Context(), New(typ, "run", strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		db.OnAudit(nil) // detach before closing the file this recorder mirrors to
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("audit file mode %v, want 0600", fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], `"type":"startup"`) || !strings.Contains(lines[1], `"type":"shutdown"`) {
+		t.Fatalf("audit file:\n%s", b)
+	}
+	if _, _, err := Open(db, filepath.Join(dir, "missing", "audit.log")); err == nil {
+		t.Fatal("Open in a missing directory succeeded")
+	}
 }

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -288,15 +287,15 @@ func (l *Lab) openRegistrar(ctx context.Context, opts Options) error {
 // voucher connection). Serve it on HTTPS with Registrar.ConfigureServer.
 func (l *Lab) Handler() http.Handler { return l.Registrar.HandlerWith(l.EST) }
 
-// recorder opens the JSON audit file at path (append, mode 0600) and
-// returns a recorder writing to db and mirroring to it.
+// recorder opens the JSON audit file at path and returns a recorder
+// writing to db and mirroring to it; the file is closed with the lab.
 func (l *Lab) recorder(db *store.DB, path string) (*audit.Recorder, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	rec, f, err := audit.Open(db, path)
 	if err != nil {
-		return nil, fmt.Errorf("lab: audit file: %w", err)
+		return nil, fmt.Errorf("lab: %w", err)
 	}
 	l.closers = append(l.closers, f)
-	return audit.NewRecorder(db, slog.New(slog.NewJSONHandler(f, nil))), nil
+	return rec, nil
 }
 
 // Close closes the listeners (if still open), the stores and the audit
