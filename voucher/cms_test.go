@@ -31,6 +31,7 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/gatehouse-pki/gatehouse/internal/testvectors"
+	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 )
 
 // cmsTestNow is the fixed test date (STYLE.md §3.12, principle 8).
@@ -75,6 +76,7 @@ func newCMSTestPKI(t testing.TB, leafKey crypto.Signer, name string) *cmsTestPKI
 	if err != nil {
 		t.Fatal(err)
 	}
+	pkitest.Lint(t, ca)
 	if leafKey == nil {
 		leafKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
@@ -109,6 +111,7 @@ func cmsIssue(t testing.TB, ca *x509.Certificate, caKey crypto.Signer, pub crypt
 	if err != nil {
 		t.Fatal(err)
 	}
+	pkitest.Lint(t, cert)
 	return cert
 }
 

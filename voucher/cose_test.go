@@ -18,6 +18,7 @@ import (
 	"github.com/fxamacker/cbor/v2"
 
 	"github.com/gatehouse-pki/gatehouse/internal/testvectors"
+	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 )
 
 // coseNow is the verification time of the generated PKI, inside
@@ -75,7 +76,11 @@ func coseCert(tb testing.TB, cn string, isCA bool, pub crypto.PublicKey, parent 
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
 	if parent == nil {
+		// Go copies the AKI only from a distinct parent; a self-signed
+		// certificate names its own key (zlint
+		// e_ext_authority_key_identifier_no_key_identifier).
 		parent = tmpl
+		tmpl.AuthorityKeyId = tmpl.SubjectKeyId
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, parentKey)
 	if err != nil {
@@ -85,6 +90,7 @@ func coseCert(tb testing.TB, cn string, isCA bool, pub crypto.PublicKey, parent 
 	if err != nil {
 		tb.Fatal(err)
 	}
+	pkitest.Lint(tb, c)
 	return c
 }
 

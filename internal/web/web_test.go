@@ -23,6 +23,8 @@ import (
 	"github.com/jmhodges/clock"
 
 	"github.com/gatehouse-pki/gatehouse/internal/problem"
+	"github.com/gatehouse-pki/gatehouse/pki"
+	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 )
 
 func TestStatus_EveryKindMapped(t *testing.T) {
@@ -285,6 +287,11 @@ func selfSigned(t *testing.T) tls.Certificate {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
+	ski, err := pki.SubjectKeyID(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl.SubjectKeyId, tmpl.AuthorityKeyId = ski, ski // self-signed: names its own key
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		t.Fatal(err)
@@ -293,5 +300,6 @@ func selfSigned(t *testing.T) tls.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pkitest.Lint(t, leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
