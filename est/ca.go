@@ -9,7 +9,11 @@ import (
 )
 
 // CA is the back end the EST edge calls: it authorizes the caller, applies
-// the CSR policy of its profile, and issues. The registrar implements it
+// the CSR policy of its profile, and issues. Every CSR it receives has been
+// parsed and has passed pki.CheckCSR (signature with its own key, signature
+// algorithm, key policy, no request for CA rights) at the edge, so a back
+// end checks only what is its own (names against its profile:
+// pki.CheckCSRNames). The registrar implements it
 // (registrar.Service); tests use a small pki-backed CA. Errors it returns
 // should be *problem.Error values (Forbidden, BadRequest, Deferred, …);
 // anything else is answered 500 with a generic body.
