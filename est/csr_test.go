@@ -19,41 +19,11 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/gatehouse-pki/gatehouse/est"
+	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 )
-
-// challengePassword returns the challengePassword of a CSR (crypto/x509
-// does not expose it) and the tag of its value, read independently of
-// est.ParseCSR.
-func challengePassword(t *testing.T, csr *x509.CertificateRequest) (string, cbasn1.Tag) {
-	t.Helper()
-	in := cryptobyte.String(csr.RawTBSCertificateRequest)
-	var tbs, attrs cryptobyte.String
-	var version int64
-	if !in.ReadASN1(&tbs, cbasn1.SEQUENCE) || !tbs.ReadASN1Integer(&version) ||
-		!tbs.SkipASN1(cbasn1.SEQUENCE) || !tbs.SkipASN1(cbasn1.SEQUENCE) ||
-		!tbs.ReadASN1(&attrs, cbasn1.Tag(0).ContextSpecific().Constructed()) {
-		t.Fatal("malformed CertificationRequestInfo")
-	}
-	for !attrs.Empty() {
-		var attr, set, val cryptobyte.String
-		var typ asn1.ObjectIdentifier
-		var tag cbasn1.Tag
-		if !attrs.ReadASN1(&attr, cbasn1.SEQUENCE) || !attr.ReadASN1ObjectIdentifier(&typ) || !attr.ReadASN1(&set, cbasn1.SET) {
-			t.Fatal("malformed attribute")
-		}
-		if typ.Equal(asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}) {
-			if !set.ReadAnyASN1(&val, &tag) || !set.Empty() {
-				t.Fatal("malformed challengePassword")
-			}
-			return string(val), tag
-		}
-	}
-	return "", 0
-}
 
 func TestCreateCSR(t *testing.T) {
 	t.Parallel()
@@ -99,7 +69,7 @@ func TestCreateCSR(t *testing.T) {
 			if len(csr.URIs) != 1 || csr.URIs[0].String() != "urn:dev:ops:GH-0001" {
 				t.Fatalf("URIs = %v", csr.URIs)
 			}
-			pw, tag := challengePassword(t, csr)
+			pw, tag := pkitest.ChallengePassword(t, csr)
 			if pw != tc.pw || tag != tc.wantTag {
 				t.Fatalf("challengePassword = %q (tag %d), want %q (tag %d)", pw, tag, tc.pw, tc.wantTag)
 			}

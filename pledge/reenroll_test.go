@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -20,8 +19,6 @@ import (
 	"time"
 
 	"github.com/jmhodges/clock"
-	"golang.org/x/crypto/cryptobyte"
-	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/gatehouse-pki/gatehouse/est"
 	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
@@ -101,7 +98,7 @@ func (f *fakeEST) reenroll(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "names changed", http.StatusBadRequest)
 		return
 	}
-	pw, _ := challengePassword(f.t, csr)
+	pw, _ := pkitest.ChallengePassword(f.t, csr)
 	f.mu.Lock()
 	f.passwds = append(f.passwds, pw)
 	f.versions = append(f.versions, r.TLS.Version)
@@ -274,34 +271,4 @@ func TestReenrollConfig_Validate(t *testing.T) {
 			t.Errorf("%s: Validate = %v, want ErrConfig", name, err)
 		}
 	}
-}
-
-// challengePassword returns the challengePassword of a CSR (crypto/x509
-// does not expose it) and the tag of its value. The fake server reads it
-// independently of the est package the pledge writes it with.
-func challengePassword(t *testing.T, csr *x509.CertificateRequest) (string, cbasn1.Tag) {
-	t.Helper()
-	in := cryptobyte.String(csr.RawTBSCertificateRequest)
-	var tbs, attrs cryptobyte.String
-	var version int64
-	if !in.ReadASN1(&tbs, cbasn1.SEQUENCE) || !tbs.ReadASN1Integer(&version) ||
-		!tbs.SkipASN1(cbasn1.SEQUENCE) || !tbs.SkipASN1(cbasn1.SEQUENCE) ||
-		!tbs.ReadASN1(&attrs, cbasn1.Tag(0).ContextSpecific().Constructed()) {
-		t.Fatal("malformed CertificationRequestInfo")
-	}
-	for !attrs.Empty() {
-		var attr, set, val cryptobyte.String
-		var typ asn1.ObjectIdentifier
-		var tag cbasn1.Tag
-		if !attrs.ReadASN1(&attr, cbasn1.SEQUENCE) || !attr.ReadASN1ObjectIdentifier(&typ) || !attr.ReadASN1(&set, cbasn1.SET) {
-			t.Fatal("malformed attribute")
-		}
-		if typ.Equal(asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}) {
-			if !set.ReadAnyASN1(&val, &tag) || !set.Empty() {
-				t.Fatal("malformed challengePassword")
-			}
-			return string(val), tag
-		}
-	}
-	return "", 0
 }

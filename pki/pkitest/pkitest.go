@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/jmhodges/clock"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/gatehouse-pki/gatehouse/pki"
 	"github.com/gatehouse-pki/gatehouse/pki/lint"
@@ -507,4 +509,35 @@ func NewKey(t testing.TB) *ecdsa.PrivateKey {
 func mustKey(t testing.TB) crypto.Signer {
 	t.Helper()
 	return NewKey(t)
+}
+
+// ChallengePassword returns the challengePassword attribute of a CSR
+// (crypto/x509 does not expose it) and the ASN.1 tag of its value, or "" and
+// 0 when there is none. It reads the request with cryptobyte, independently
+// of the est package, so tests can check what est writes and reads.
+func ChallengePassword(t testing.TB, csr *x509.CertificateRequest) (string, cbasn1.Tag) {
+	t.Helper()
+	in := cryptobyte.String(csr.RawTBSCertificateRequest)
+	var tbs, attrs cryptobyte.String
+	var version int64
+	if !in.ReadASN1(&tbs, cbasn1.SEQUENCE) || !tbs.ReadASN1Integer(&version) ||
+		!tbs.SkipASN1(cbasn1.SEQUENCE) || !tbs.SkipASN1(cbasn1.SEQUENCE) ||
+		!tbs.ReadASN1(&attrs, cbasn1.Tag(0).ContextSpecific().Constructed()) {
+		t.Fatal("malformed CertificationRequestInfo")
+	}
+	for !attrs.Empty() {
+		var attr, set, val cryptobyte.String
+		var typ asn1.ObjectIdentifier
+		var tag cbasn1.Tag
+		if !attrs.ReadASN1(&attr, cbasn1.SEQUENCE) || !attr.ReadASN1ObjectIdentifier(&typ) || !attr.ReadASN1(&set, cbasn1.SET) {
+			t.Fatal("malformed attribute")
+		}
+		if typ.Equal(asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 7}) {
+			if !set.ReadAnyASN1(&val, &tag) || !set.Empty() {
+				t.Fatal("malformed challengePassword")
+			}
+			return string(val), tag
+		}
+	}
+	return "", 0
 }
