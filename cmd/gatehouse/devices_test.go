@@ -39,6 +39,7 @@ func TestDevices_ApproveAndDeny(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		resp.Body.Close() // already read and closed by registrartest; for the linter
 		if resp.StatusCode == http.StatusAccepted && resp.Header.Get("Retry-After") == "" {
 			t.Fatalf("202 without Retry-After: %s", body)
 		}
