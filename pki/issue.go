@@ -461,3 +461,9 @@ func marshalSAN(n *names, critical bool) (pkix.Extension, bool, error) {
 	}
 	return pkix.Extension{Id: oidSubjectAltName, Critical: critical, Value: der}, true, nil
 }
+
+// WithCA returns an Issuer with iss's configuration and linter that issues
+// from ca: the issuer of the next CA generation after a rollover.
+func (iss *Issuer) WithCA(ca *CA) (*Issuer, error) {
+	return NewIssuer(iss.cfg, IssuerDeps{Clock: iss.clk, CA: ca, Linter: iss.linter})
+}

@@ -31,6 +31,10 @@ const (
 	// (store/est.go). Added without a schema change: no LDevID was issued
 	// before it existed.
 	bucketLDevIDKeys = "ldevid-keys"
+	// bucketRollover: "current" → rolloverRecordV1, the domain CA rollover
+	// in progress (store/rollover.go). Added without a schema change: an
+	// absent bucket means no rollover ever started.
+	bucketRollover = "ca-rollover"
 )
 
 // metaSchemaVersion is the key, in bucketMeta, of the schema version
@@ -52,6 +56,7 @@ var allBuckets = []string{
 	bucketOpenIntents,
 	bucketGenerations,
 	bucketLDevIDKeys,
+	bucketRollover,
 }
 
 // digestExcluded lists the buckets that StateDigest leaves out: append-only

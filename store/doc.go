@@ -103,7 +103,10 @@
 //	                 completed, abandoned), reason, createdAt, resolvedAt}
 //	open-intents     serial → empty, while the intent is open
 //	ca-generations   generation ID → generationRecordV1 {v, id, certificate,
-//	                 keyRef, linkCertificates, active, createdAt}
+//	                 keyRef, linkCertificates, active, createdAt, previous}
+//	ca-rollover      "current" → rolloverRecordV1 {v, from, to, step, keyRef,
+//	                 newWithNew, newWithOld, oldWithNew, startedAt,
+//	                 updatedAt}: the rollover in progress, one step at a time
 //
 // A device key's issuer and serial contain no NUL byte, so the composite
 // keys above are unambiguous and prefix scans per device are exact.

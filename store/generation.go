@@ -33,6 +33,9 @@ type Generation struct {
 	Active bool
 	// CreatedAt is set by the store when the generation is first stored.
 	CreatedAt time.Time
+	// Previous is the ID of the generation this one rolled over from;
+	// empty for the first.
+	Previous string
 }
 
 // generationRecordV1 is the stored form of Generation.
@@ -44,12 +47,14 @@ type generationRecordV1 struct {
 	LinkCertificates [][]byte  `json:"linkCertificates,omitempty"`
 	Active           bool      `json:"active"`
 	CreatedAt        time.Time `json:"createdAt"`
+	Previous         string    `json:"previous,omitempty"`
 }
 
 func (rec generationRecordV1) generation() Generation {
 	return Generation{
 		ID: rec.ID, Certificate: rec.Certificate, KeyRef: rec.KeyRef,
 		LinkCertificates: rec.LinkCertificates, Active: rec.Active, CreatedAt: rec.CreatedAt,
+		Previous: rec.Previous,
 	}
 }
 
@@ -57,6 +62,27 @@ func (rec generationRecordV1) generation() Generation {
 // CreatedAt of an existing one; when g.Active it deactivates every other
 // generation, all in one durable transaction with audit.
 func (db *DB) PutGeneration(ctx context.Context, g Generation, audit ...Event) error {
+	if err := g.validate(); err != nil {
+		return err
+	}
+	events, err := db.prepareEvents(audit)
+	if err != nil {
+		return fmt.Errorf("put CA generation %s: %w", g.ID, err)
+	}
+	rec := g.record(db.now())
+	err = db.update(ctx, func(tx *bolt.Tx) error {
+		if err := putGeneration(tx, rec); err != nil {
+			return err
+		}
+		return appendEvents(tx, events)
+	})
+	if err != nil {
+		return fmt.Errorf("put CA generation %s: %w", g.ID, err)
+	}
+	return nil
+}
+
+func (g Generation) validate() error {
 	switch {
 	case g.ID == "" || len(g.ID) > maxKeyPart:
 		return fmt.Errorf("put CA generation: ID empty or longer than %d bytes: %w", maxKeyPart, ErrInvalid)
@@ -67,52 +93,48 @@ func (db *DB) PutGeneration(ctx context.Context, g Generation, audit ...Event) e
 	case strings.Contains(g.KeyRef, "PRIVATE KEY"):
 		return fmt.Errorf("put CA generation %s: key reference holds key material; store a KMS URI or path instead: %w", g.ID, ErrInvalid)
 	}
-	events, err := db.prepareEvents(audit)
-	if err != nil {
-		return fmt.Errorf("put CA generation %s: %w", g.ID, err)
-	}
+	return nil
+}
+
+func (g Generation) record(now time.Time) generationRecordV1 {
 	rec := generationRecordV1{
 		V: 1, ID: g.ID, Certificate: bytes.Clone(g.Certificate), KeyRef: g.KeyRef,
-		Active: g.Active, CreatedAt: db.now(),
+		Active: g.Active, CreatedAt: now, Previous: g.Previous,
 	}
 	for _, l := range g.LinkCertificates {
 		rec.LinkCertificates = append(rec.LinkCertificates, bytes.Clone(l))
 	}
-	err = db.update(ctx, func(tx *bolt.Tx) error {
-		r := rec
-		var old generationRecordV1
-		err := get(tx, bucketGenerations, []byte(g.ID), &old)
-		switch {
-		case err == nil:
-			r.CreatedAt = old.CreatedAt
-		case !errors.Is(err, ErrNotFound):
-			return err
-		}
-		if r.Active {
-			err := tx.Bucket([]byte(bucketGenerations)).ForEach(func(k, v []byte) error {
-				var other generationRecordV1
-				if err := decodeRecord(v, &other); err != nil {
-					return fmt.Errorf("generation %q: %w", k, err)
-				}
-				if !other.Active || other.ID == r.ID {
-					return nil
-				}
-				other.Active = false
-				return put(tx, bucketGenerations, bytes.Clone(k), other)
-			})
-			if err != nil {
-				return err
-			}
-		}
-		if err := put(tx, bucketGenerations, []byte(r.ID), r); err != nil {
-			return err
-		}
-		return appendEvents(tx, events)
-	})
-	if err != nil {
-		return fmt.Errorf("put CA generation %s: %w", g.ID, err)
+	return rec
+}
+
+// putGeneration stores rec inside tx, keeping an existing CreatedAt and
+// deactivating every other generation when rec is active.
+func putGeneration(tx *bolt.Tx, r generationRecordV1) error {
+	var old generationRecordV1
+	err := get(tx, bucketGenerations, []byte(r.ID), &old)
+	switch {
+	case err == nil:
+		r.CreatedAt = old.CreatedAt
+	case !errors.Is(err, ErrNotFound):
+		return err
 	}
-	return nil
+	if r.Active {
+		err := tx.Bucket([]byte(bucketGenerations)).ForEach(func(k, v []byte) error {
+			var other generationRecordV1
+			if err := decodeRecord(v, &other); err != nil {
+				return fmt.Errorf("generation %q: %w", k, err)
+			}
+			if !other.Active || other.ID == r.ID {
+				return nil
+			}
+			other.Active = false
+			return put(tx, bucketGenerations, bytes.Clone(k), other)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return put(tx, bucketGenerations, []byte(r.ID), r)
 }
 
 // Generations returns every CA generation, oldest first (by CreatedAt, then

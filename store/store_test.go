@@ -355,6 +355,7 @@ func TestDB_DumpFormat(t *testing.T) {
 	want := "gatehouse-store-dump 1\n" +
 		"bucket audit sequence 0\n" +
 		"bucket ca-generations sequence 0\n" +
+		"bucket ca-rollover sequence 0\n" +
 		"bucket certificates sequence 0\n" +
 		"bucket certs-by-device sequence 0\n" +
 		"bucket devices sequence 0\n" +
