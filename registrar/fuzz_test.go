@@ -64,3 +64,25 @@ func TestParseStatus(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseStatusCBOR (reliability F10, CBOR form of cBRSKI /vs and /es):
+// no panic; a report parses with version and status or fails with
+// ErrBadStatus; parsing is deterministic.
+func FuzzParseStatusCBOR(f *testing.F) {
+	f.Add([]byte{0xa2, 0x67, 'v', 'e', 'r', 's', 'i', 'o', 'n', 0x01, 0x66, 's', 't', 'a', 't', 'u', 's', 0xf5})
+	f.Add([]byte{0xa1, 0x67, 'v', 'e', 'r', 's', 'i', 'o', 'n', 0x01})
+	f.Add([]byte{0xa3, 0x67, 'v', 'e', 'r', 's', 'i', 'o', 'n', 0x01, 0x66, 's', 't', 'a', 't', 'u', 's', 0xf4, 0x00, 0xa1, 0x00, 0x60})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		rep, err := registrar.ParseStatusCBOR(b)
+		if err != nil {
+			if !errors.Is(err, registrar.ErrBadStatus) {
+				t.Fatalf("error does not wrap ErrBadStatus: %v", err)
+			}
+			return
+		}
+		again, err := registrar.ParseStatusCBOR(b)
+		if err != nil || again.Version != rep.Version || again.Status != rep.Status || again.Reason != rep.Reason {
+			t.Fatalf("not deterministic: %+v vs %+v (%v)", rep, again, err)
+		}
+	})
+}

@@ -3,6 +3,7 @@ package registrar
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fxamacker/cbor/v2"
+
 	"github.com/gatehouse-pki/gatehouse/internal/audit"
 	"github.com/gatehouse-pki/gatehouse/internal/problem"
 	"github.com/gatehouse-pki/gatehouse/internal/web"
@@ -26,6 +29,10 @@ import (
 // ErrBadStatus reports a voucher_status or enrollstatus body that breaks
 // its CDDL (RFC 8995 §5.7, §5.9.4) or the strict-JSON rules.
 var ErrBadStatus = errors.New("malformed status report")
+
+// MediaTypeCBOR carries voucher_status and enrollstatus over CoAP (cBRSKI:
+// content format 60, the JSON form's map with the same text keys).
+const MediaTypeCBOR = "application/cbor"
 
 // maxStatusDepth bounds the nesting of a status report (reliability D3).
 const maxStatusDepth = 8
@@ -222,6 +229,23 @@ func checkStrict(raw []byte, depth int) error {
 	}
 }
 
+// StatusInput is a voucher_status or enrollstatus report as a transport
+// received it: JSON over HTTPS (RFC 8995 §5.7, §5.9.4), CBOR over CoAP
+// (cBRSKI: the same map with the same text keys).
+type StatusInput struct {
+	// Kind says which report it is.
+	Kind store.TelemetryKind
+	// Body reads the report; at most MaxBodyBytes are read.
+	Body io.Reader
+	// MediaType is application/json or application/cbor, parameters
+	// allowed; anything else is problem.UnsupportedMedia.
+	MediaType string
+	// PeerCertificates is the client's chain from the (D)TLS handshake,
+	// leaf first: the device's IDevID, or the LDevID it just enrolled;
+	// none is problem.Unauthorized.
+	PeerCertificates []*x509.Certificate
+}
+
 // handleVoucherStatus serves POST /.well-known/brski/voucher_status (RFC
 // 8995 §5.7).
 func (s *Service) handleVoucherStatus(w http.ResponseWriter, r *http.Request) error {
@@ -234,28 +258,51 @@ func (s *Service) handleEnrollStatus(w http.ResponseWriter, r *http.Request) err
 	return s.handleStatus(w, r, store.TelemetryEnrollStatus)
 }
 
+// handleStatus is the HTTPS adapter of ReportStatus.
 func (s *Service) handleStatus(w http.ResponseWriter, r *http.Request, kind store.TelemetryKind) error {
-	peer, err := s.peer(r)
-	if err != nil {
-		return err
+	var certs []*x509.Certificate
+	if r.TLS != nil {
+		certs = r.TLS.PeerCertificates
 	}
-	body, err := web.ReadBody(w, r, MaxBodyBytes, MediaTypeJSON)
+	err := s.ReportStatus(r.Context(), StatusInput{
+		Kind:             kind,
+		Body:             http.MaxBytesReader(w, r.Body, MaxBodyBytes),
+		MediaType:        r.Header.Get("Content-Type"),
+		PeerCertificates: certs,
+	})
 	if err != nil {
-		return err
-	}
-	if err := s.Telemetry(r.Context(), peer, kind, body); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusOK)
 	return nil
 }
 
-// Telemetry records a pledge's voucher_status or enrollstatus report (RFC
-// 8995 §5.7, §5.9.4): it is parsed strictly, stored unchanged with whether
-// the TLS client certificate matched a known device, and audited; a version
-// above 1 adds an alert. After a voucher_status the MASA audit log is
-// fetched and checked before Telemetry returns (see CheckAuditLog).
-func (s *Service) Telemetry(ctx context.Context, peer *Peer, kind store.TelemetryKind, body []byte) error {
+// ReportStatus records a pledge's voucher_status or enrollstatus report
+// (RFC 8995 §5.7, §5.9.4): the client is authenticated (401 without a
+// certificate), the body is read (415, 413) and parsed strictly (JSON by
+// ParseStatus, CBOR by ParseStatusCBOR), stored unchanged with whether the
+// client certificate matched a known device, and audited; a version above 1
+// adds an alert. After a voucher_status the MASA audit log is fetched and
+// checked before ReportStatus returns (see CheckAuditLog). Errors are
+// *problem.Error for the edges to map.
+func (s *Service) ReportStatus(ctx context.Context, in StatusInput) error {
+	peer, err := s.peerFrom(ctx, in.PeerCertificates)
+	if err != nil {
+		return err
+	}
+	mt, err := mediaTypeIn(in.MediaType, MediaTypeJSON, MediaTypeCBOR)
+	if err != nil {
+		return err
+	}
+	body, err := readBody(in.Body)
+	if err != nil {
+		return err
+	}
+	return s.telemetry(ctx, peer, in.Kind, body, mt)
+}
+
+// telemetry records a report of media type mt from an authenticated peer.
+func (s *Service) telemetry(ctx context.Context, peer *Peer, kind store.TelemetryKind, body []byte, mt string) error {
 	var (
 		key    store.DeviceKey
 		serial string
@@ -276,7 +323,11 @@ func (s *Service) Telemetry(ctx context.Context, peer *Peer, kind store.Telemetr
 	}
 	ev := web.EventFrom(ctx)
 	ev.Add(slog.String("pledge_serial", serial), slog.String("telemetry", string(kind)))
-	rep, err := ParseStatus(body)
+	parse := ParseStatus
+	if mt == MediaTypeCBOR {
+		parse = ParseStatusCBOR
+	}
+	rep, err := parse(body)
 	if err != nil {
 		return problem.New(problem.BadRequest, err, "the status report is malformed: %v", err)
 	}
@@ -297,7 +348,7 @@ func (s *Service) Telemetry(ctx context.Context, peer *Peer, kind store.Telemetr
 	}
 	fields := []string{"pledge_serial", serial, "device", key.String(), "version", strconv.FormatUint(rep.Version, 10),
 		"status", strconv.FormatBool(rep.Status), "reason", truncate(rep.Reason, 256), "alert", alert,
-		"client_cert_matched", strconv.FormatBool(matched), "client_cert", peerKindName(peer.Kind)}
+		"client_cert_matched", strconv.FormatBool(matched), "client_cert", peerKindName(peer.Kind), "media_type", mt}
 	_, err = s.db.AppendTelemetry(ctx, store.Telemetry{Kind: kind, Device: key, Raw: body, ClientCertMatched: matched}, audit.New(typ, fields...))
 	if err != nil {
 		return fmt.Errorf("store telemetry: %w", err)
@@ -417,4 +468,102 @@ func peerKindName(k PeerKind) string {
 		return "ldevid"
 	}
 	return "none"
+}
+
+// statusCBOR decodes CBOR status reports with the limits of reliability D3
+// and D9: duplicate map keys refused at every depth, nesting at most
+// maxStatusDepth, definite and indefinite lengths bounded, no tags, valid
+// UTF-8 only.
+var statusCBOR = func() cbor.DecMode {
+	m, err := cbor.DecOptions{
+		DupMapKey:        cbor.DupMapKeyEnforcedAPF,
+		MaxNestedLevels:  maxStatusDepth,
+		MaxArrayElements: 256,
+		MaxMapPairs:      256,
+		IndefLength:      cbor.IndefLengthForbidden,
+		TagsMd:           cbor.TagsForbidden,
+		UTF8:             cbor.UTF8RejectInvalid,
+		IntDec:           cbor.IntDecConvertNone,
+	}.DecMode()
+	if err != nil {
+		panic(err) // constant options
+	}
+	return m
+}()
+
+// ParseStatusCBOR decodes a CBOR status report (cBRSKI /vs and /es, content
+// format 60): one map with the text keys of the JSON form, under the rules
+// of ParseStatus (duplicate keys at any depth, case variants of the defined
+// names, nesting over 8 and trailing data refused; version an unsigned
+// integer, status a boolean, reason a text string, reason-context a map,
+// whose keys may be of any type, as in cBRSKI's example). Members with
+// other keys are listed in Unknown; ReasonContext stays nil. Errors wrap
+// ErrBadStatus.
+func ParseStatusCBOR(b []byte) (*StatusReport, error) {
+	rep, err := parseStatusCBOR(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadStatus, err)
+	}
+	return rep, nil
+}
+
+func parseStatusCBOR(b []byte) (*StatusReport, error) {
+	if len(b) == 0 || b[0]>>5 != 5 {
+		return nil, errors.New("not a CBOR map")
+	}
+	// Decoded once whole, for the limits and duplicate keys at every depth.
+	var whole map[any]any
+	if err := statusCBOR.Unmarshal(b, &whole); err != nil {
+		return nil, err
+	}
+	var members map[any]cbor.RawMessage
+	if err := statusCBOR.Unmarshal(b, &members); err != nil {
+		return nil, err
+	}
+	rep := &StatusReport{}
+	var haveVersion, haveStatus bool
+	for k, raw := range members {
+		name, ok := k.(string)
+		if !ok {
+			rep.Unknown = append(rep.Unknown, fmt.Sprint(k))
+			continue
+		}
+		var err error
+		switch name {
+		case "version":
+			err = statusCBOR.Unmarshal(raw, &rep.Version)
+			if err == nil && raw[0]>>5 != 0 {
+				err = errors.New("not an unsigned integer")
+			}
+			haveVersion = true
+		case "status":
+			err = statusCBOR.Unmarshal(raw, &rep.Status)
+			if err == nil && raw[0] != 0xf4 && raw[0] != 0xf5 {
+				err = errors.New("not a boolean")
+			}
+			haveStatus = true
+		case "reason":
+			err = statusCBOR.Unmarshal(raw, &rep.Reason)
+			if err == nil && raw[0]>>5 != 3 {
+				err = errors.New("not a text string")
+			}
+		case "reason-context":
+			if raw[0]>>5 != 5 {
+				err = errors.New("not a map")
+			}
+		default:
+			if slices.ContainsFunc(statusMembers, func(m string) bool { return strings.EqualFold(m, name) }) {
+				return nil, fmt.Errorf("member %q is a case variant of a defined name", name)
+			}
+			rep.Unknown = append(rep.Unknown, name)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if !haveVersion || !haveStatus {
+		return nil, errors.New("version and status are required")
+	}
+	slices.Sort(rep.Unknown)
+	return rep, nil
 }

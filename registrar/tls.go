@@ -274,16 +274,6 @@ func verifyIDevID(leaf *x509.Certificate, inter *x509.CertPool, m *manufacturer,
 	return chain, nil
 }
 
-// peer returns the request's classified client, or an Unauthorized problem
-// when it presented no certificate (attack tables A01, E04).
-func (s *Service) peer(r *http.Request) (*Peer, error) {
-	certs, err := web.PeerCertificates(r)
-	if err != nil {
-		return nil, err
-	}
-	return s.peerOf(r.Context(), certs)
-}
-
 // peerOf classifies a presented chain, from the handshake's record of this
 // connection when there is one; an LDevID's revocation is read from the
 // store again for every request (attack table D08). No chain is PeerNone.

@@ -9,10 +9,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -48,6 +50,7 @@ type VoucherResponse struct {
 
 // vrTrace is what a voucher-request's refusal is recorded with.
 type vrTrace struct {
+	format voucher.Format
 	serial string
 	mfg    string
 	key    store.DeviceKey
@@ -65,10 +68,52 @@ func DeviceKeyFor(idevid *x509.Certificate, serial string) store.DeviceKey {
 	return store.DeviceKey{Issuer: "name-sha256:" + hex.EncodeToString(h[:]), Serial: serial}
 }
 
+// VoucherInput is a pledge voucher-request as a transport received it. The
+// HTTPS handler and a CoAP handler fill it the same way and map the
+// *problem.Error kinds RequestVoucher returns to their own status codes.
+type VoucherInput struct {
+	// Body reads the voucher-request. At most MaxBodyBytes are read; a
+	// longer body is refused as problem.TooLarge (so is an
+	// *http.MaxBytesError from the reader).
+	Body io.Reader
+	// MediaType is the request's media type: the Content-Type header, or
+	// the media type of the CoAP Content-Format. Parameters are allowed.
+	MediaType string
+	// Accept is what the pledge accepts, as an HTTP Accept value (media
+	// ranges separated by commas); "" accepts anything. The voucher is in
+	// the request's format (cBRSKI: with no Accept, the response format is
+	// the request format), so Accept must allow it or the answer is
+	// problem.NotAcceptable.
+	Accept string
+	// PeerCertificates is the client's chain from the (D)TLS handshake,
+	// leaf first, as presented. RequestVoucher classifies it (an HTTPS
+	// connection's handshake classification is reused); none is
+	// problem.Unauthorized.
+	PeerCertificates []*x509.Certificate
+	// Served is the certificate this connection presented to the pledge,
+	// which the voucher-request's proximity pin must name (RFC 8995 §5.2,
+	// cBRSKI). nil means the RA certificate, the only one the registrar
+	// serves.
+	Served *x509.Certificate
+	// Remote is the peer's address, for the audit trail.
+	Remote string
+}
+
 // handleRequestVoucher serves POST /.well-known/brski/requestvoucher (RFC
-// 8995 §5.2).
+// 8995 §5.2): the HTTPS adapter of RequestVoucher.
 func (s *Service) handleRequestVoucher(w http.ResponseWriter, r *http.Request) error {
-	res, err := s.decideVoucher(r.Context(), w, r)
+	var certs []*x509.Certificate
+	if r.TLS != nil {
+		certs = r.TLS.PeerCertificates
+	}
+	res, err := s.RequestVoucher(r.Context(), VoucherInput{
+		Body:             http.MaxBytesReader(w, r.Body, MaxBodyBytes),
+		MediaType:        r.Header.Get("Content-Type"),
+		Accept:           r.Header.Get("Accept"),
+		PeerCertificates: certs,
+		Served:           s.servedCert(r.Context()),
+		Remote:           r.RemoteAddr,
+	})
 	if err != nil {
 		return err
 	}
@@ -78,14 +123,14 @@ func (s *Service) handleRequestVoucher(w http.ResponseWriter, r *http.Request) e
 	return nil
 }
 
-// decideVoucher runs every check of RFC 8995 §5.2–5.6 on a pledge
+// RequestVoucher runs every check of RFC 8995 §5.2–5.6 on a pledge
 // voucher-request, obtains a voucher from the MASA (or the store, for an
-// identical retry) and returns it. w is used only to cap the body read.
-// A refusal is a *problem.Error and is audited once (vr-refused or
-// masa-refused); a 202 is a problem.Deferred error.
-func (s *Service) decideVoucher(ctx context.Context, w http.ResponseWriter, r *http.Request) (*VoucherResponse, error) {
+// identical retry) and returns it. A refusal is a *problem.Error and is
+// audited once (vr-refused or masa-refused); a 202 is a problem.Deferred
+// error whose RetryAfter says when to retry.
+func (s *Service) RequestVoucher(ctx context.Context, in VoucherInput) (*VoucherResponse, error) {
 	var tr vrTrace
-	res, err := s.requestVoucher(ctx, w, r, &tr)
+	res, err := s.requestVoucher(ctx, &in, &tr)
 	ev := web.EventFrom(ctx)
 	ev.Add(slog.String("pledge_serial", tr.serial), slog.String("manufacturer", tr.mfg))
 	if err != nil {
@@ -100,7 +145,7 @@ func (s *Service) decideVoucher(ctx context.Context, w http.ResponseWriter, r *h
 			typ = audit.MASARefused
 		}
 		aerr := s.audit.Record(ctx, audit.New(typ, "pledge_serial", tr.serial, "device", deviceString(tr.key),
-			"manufacturer", tr.mfg, "kind", p.Kind.String(), "reason", p.Detail, "remote", r.RemoteAddr,
+			"manufacturer", tr.mfg, "kind", p.Kind.String(), "reason", p.Detail, "remote", in.Remote,
 			"alert", alertOf(err)))
 		if aerr != nil {
 			return nil, errors.Join(err, aerr)
@@ -112,8 +157,49 @@ func (s *Service) decideVoucher(ctx context.Context, w http.ResponseWriter, r *h
 	} else {
 		s.metrics.voucherRequests.WithLabelValues(resultIssued).Inc()
 	}
-	ev.Add(slog.Bool("voucher_cached", res.Cached), slog.String("voucher_format", string(voucher.FormatCMS)))
+	ev.Add(slog.Bool("voucher_cached", res.Cached), slog.String("voucher_format", string(tr.format)))
 	return res, nil
+}
+
+// readBody reads at most MaxBodyBytes of r (attack table A21: 413).
+func readBody(r io.Reader) ([]byte, error) {
+	if r == nil {
+		return nil, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r, MaxBodyBytes+1))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, problem.New(problem.TooLarge, err, "request body is over the limit of %d bytes", MaxBodyBytes)
+		}
+		return nil, problem.New(problem.BadRequest, err, "reading the request body failed")
+	}
+	if len(b) > MaxBodyBytes {
+		return nil, problem.New(problem.TooLarge, nil, "request body is over the limit of %d bytes", MaxBodyBytes)
+	}
+	return b, nil
+}
+
+// mediaTypeIn returns the media type of ct when it is one of allowed (case
+// folded), or a problem.UnsupportedMedia error (attack table A11: 415).
+func mediaTypeIn(ct string, allowed ...string) (string, error) {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return "", problem.New(problem.UnsupportedMedia, err, "Content-Type %q is not one of %s", ct, strings.Join(allowed, ", "))
+	}
+	mt = strings.ToLower(mt)
+	if !slices.Contains(allowed, mt) {
+		return "", problem.New(problem.UnsupportedMedia, nil, "Content-Type %q is not one of %s", mt, strings.Join(allowed, ", "))
+	}
+	return mt, nil
+}
+
+// peerFrom classifies a presented chain; none is problem.Unauthorized
+// (attack tables A01, E04).
+func (s *Service) peerFrom(ctx context.Context, certs []*x509.Certificate) (*Peer, error) {
+	if len(certs) == 0 {
+		return nil, problem.New(problem.Unauthorized, nil, "a TLS client certificate is required")
+	}
+	return s.peerOf(ctx, certs)
 }
 
 // errNonceReuse marks a replayed nonce (A15): its refusal event carries an
@@ -147,8 +233,8 @@ type pledgeRequest struct {
 	dev   *store.Device // nil for a device the store does not know
 }
 
-func (s *Service) requestVoucher(ctx context.Context, w http.ResponseWriter, r *http.Request, tr *vrTrace) (*VoucherResponse, error) {
-	pr, err := s.checkPledgeRequest(ctx, w, r, tr)
+func (s *Service) requestVoucher(ctx context.Context, in *VoucherInput, tr *vrTrace) (*VoucherResponse, error) {
+	pr, err := s.checkPledgeRequest(ctx, in, tr)
 	if err != nil {
 		return nil, err
 	}
@@ -179,8 +265,8 @@ func (s *Service) requestVoucher(ctx context.Context, w http.ResponseWriter, r *
 
 // checkPledgeRequest authenticates the pledge and checks its voucher-request
 // (RFC 8995 §5.2, §5.5), in the order of the attack table.
-func (s *Service) checkPledgeRequest(ctx context.Context, w http.ResponseWriter, r *http.Request, tr *vrTrace) (*pledgeRequest, error) {
-	peer, err := s.peer(r)
+func (s *Service) checkPledgeRequest(ctx context.Context, in *VoucherInput, tr *vrTrace) (*pledgeRequest, error) {
+	peer, err := s.peerFrom(ctx, in.PeerCertificates)
 	if err != nil {
 		return nil, err // A01: 401
 	}
@@ -189,7 +275,7 @@ func (s *Service) checkPledgeRequest(ctx context.Context, w http.ResponseWriter,
 	}
 	m := &s.mfgs[peer.Manufacturer]
 	tr.mfg = m.Name
-	if !acceptsCMS(r.Header.Get("Accept")) {
+	if !accepts(in.Accept, MediaTypeVoucherCMS) {
 		// RFC 8995 §5.6: the only voucher format this edge returns.
 		return nil, problem.New(problem.NotAcceptable, nil, "Accept does not allow %s", MediaTypeVoucherCMS)
 	}
@@ -197,12 +283,16 @@ func (s *Service) checkPledgeRequest(ctx context.Context, w http.ResponseWriter,
 	if s.cfg.AcceptUnsignedJSON {
 		allowed = append(allowed, MediaTypeJSON)
 	}
-	// A11 (415), A21 (413, read through a capped reader).
-	body, err := web.ReadBody(w, r, MaxBodyBytes, allowed...)
+	// A11 (415), then A21 (413, read through a capped reader).
+	mt, err := mediaTypeIn(in.MediaType, allowed...)
 	if err != nil {
 		return nil, err
 	}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	tr.format = voucher.FormatCMS
+	body, err := readBody(in.Body)
+	if err != nil {
+		return nil, err
+	}
 
 	// RFC 8995 §2.3.1, §5.5: the serial number comes from the authenticated
 	// IDevID, never from the request (A07).
@@ -221,7 +311,7 @@ func (s *Service) checkPledgeRequest(ctx context.Context, w http.ResponseWriter,
 	web.EventFrom(ctx).Add(slog.String("idevid_fingerprint", fingerprint(peer.Leaf)))
 
 	content := body
-	if !strings.EqualFold(mt, MediaTypeJSON) {
+	if mt != MediaTypeJSON {
 		// Standards digest §1.4 [I]: verify the PVR with the TLS client
 		// certificate's key, the certificate pinned as the only anchor
 		// (A09, A10, A17, A18, A19: verified at now, signingTime ignored).
@@ -259,7 +349,11 @@ func (s *Service) checkPledgeRequest(ctx context.Context, w http.ResponseWriter,
 	// RFC 8995 §5.2: proximity-registrar-cert must be the certificate this
 	// connection served, or an on-path attacker is assumed: 401 and close
 	// the connection (A14).
-	if !proximityMatches(pvr, s.servedCert(ctx)) {
+	served := in.Served
+	if served == nil {
+		served = s.ra.Leaf
+	}
+	if !proximityMatches(pvr, served) {
 		return nil, &problem.Error{Kind: problem.Unauthorized, Detail: "proximity-registrar-cert is not this registrar's certificate", CloseConnection: true}
 	}
 	nonce := pvr.NonceText
@@ -277,7 +371,9 @@ func (s *Service) checkPledgeRequest(ctx context.Context, w http.ResponseWriter,
 	return pr, nil
 }
 
-func acceptsCMS(accept string) bool {
+// accepts reports whether an Accept value allows media type want ("" allows
+// anything).
+func accepts(accept, want string) bool {
 	if strings.TrimSpace(accept) == "" {
 		return true
 	}
@@ -286,8 +382,8 @@ func acceptsCMS(accept string) bool {
 		if err != nil {
 			continue
 		}
-		switch strings.ToLower(mt) {
-		case MediaTypeVoucherCMS, "application/*", "*/*":
+		switch mt = strings.ToLower(mt); mt {
+		case want, "application/*", "*/*":
 			return true
 		}
 	}
