@@ -84,6 +84,10 @@ manufacturers:
     masaURLs: ["http://masa.example/"]
     masaURLOverride: "https://other.example/"
 `, wantErr: []string{"tls:", "exactly one of keyFile and keyURI", "adminTokenFile", "idevidAnchors", "masaAnchors", "policy \"yolo\"", "https URL", "not in masaURLs"}},
+		{name: "est-non-brski-clients", yaml: minimalRegistrar() + "est: {requireChannelBinding: true, clientIssuers: [c.pem], basicPasswordFile: users}\n"},
+		{name: "est-misspelt-key", yaml: minimalRegistrar() + "est: {basicPasswordFlie: users}\n", wantErr: []string{"basicPasswordFlie"}},
+		{name: "est-client-issuer-is-a-manufacturer-anchor", yaml: minimalRegistrar() + "est: {clientIssuers: [a.pem, ca.pem]}\n",
+			wantErr: []string{"est.clientIssuers[0]: a.pem is also an idevidAnchor of m", "est.clientIssuers[1]: ca.pem is the domain CA"}},
 		{name: "duplicate-manufacturer", yaml: minimalRegistrar() + `  - name: m
     idevidAnchors: [a.pem]
     masaAnchors: [b.pem]
@@ -145,6 +149,10 @@ func TestRegistrar_ZeroValueIsSafe(t *testing.T) {
 	}
 	if c.Manufacturers[0].Policy != registrar.PolicyApprove {
 		t.Fatalf("policy defaults to %q, want approve", c.Manufacturers[0].Policy)
+	}
+	// Non-BRSKI EST clients are off unless configured (reliability E04).
+	if len(c.EST.ClientIssuers) != 0 || c.EST.BasicPasswordFile != "" {
+		t.Fatalf("EST non-BRSKI clients default on: %+v", c.EST)
 	}
 	if err := c.Validate(); err == nil {
 		t.Fatal("zero config validated")

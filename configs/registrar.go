@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,6 +32,8 @@ type Registrar struct {
 	Manufacturers []Manufacturer `yaml:"manufacturers"`
 	// MASAClient bounds outbound calls to MASAs.
 	MASAClient MASAClient `yaml:"masaClient"`
+	// EST configures the EST endpoints beyond what BRSKI pledges need.
+	EST EST `yaml:"est"`
 	// Log configures the request log and the audit trail.
 	Log Log `yaml:"log"`
 }
@@ -130,6 +133,26 @@ type Manufacturer struct {
 	// IDevIDIssuerEncoding is how idevid-issuer is encoded in registrar
 	// voucher-requests: "octet-string" (default), "sequence" or "key-id".
 	IDevIDIssuerEncoding pki.IssuerEncoding `yaml:"idevidIssuerEncoding"`
+}
+
+// EST configures the registrar's EST endpoints. BRSKI pledges need none of
+// it; non-BRSKI clients are refused unless one of clientIssuers or
+// basicPasswordFile is set.
+type EST struct {
+	// RequireChannelBinding refuses (401) a CSR without the TLS channel
+	// binding in challengePassword (RFC 7030 §3.5: tls-unique under TLS 1.2,
+	// tls-exporter under TLS 1.3). Default false: required on TLS 1.2 only,
+	// checked whenever present.
+	RequireChannelBinding bool `yaml:"requireChannelBinding"`
+	// ClientIssuers are PEM files of CA certificates: a TLS client
+	// certificate chaining to one of them may enrol without BRSKI. They must
+	// not be a manufacturer's idevidAnchors or the domain CA. Default: none.
+	ClientIssuers []string `yaml:"clientIssuers"`
+	// BasicPasswordFile is an htpasswd file of bcrypt hashes
+	// ("htpasswd -B"): its users may enrol without BRSKI with HTTP Basic,
+	// over TLS only. For lab setups; the registrar logs a warning at start.
+	// Mode must not be group/world readable. Default: none.
+	BasicPasswordFile string `yaml:"basicPasswordFile"`
 }
 
 // MASAClient bounds the registrar's outbound MASA calls (reliability D4).
@@ -280,6 +303,19 @@ func (c Registrar) Validate() error {
 	}
 	if err := validLevel(c.Log.Level); err != nil {
 		add("log.level: %w", err)
+	}
+	for i, f := range c.EST.ClientIssuers {
+		if f == "" {
+			add("est.clientIssuers[%d]: empty file name", i)
+		}
+		for _, m := range c.Manufacturers {
+			if slices.Contains(m.IDevIDAnchors, f) {
+				add("est.clientIssuers[%d]: %s is also an idevidAnchor of %s; keep EST client issuers apart from manufacturer anchors", i, f, m.Name)
+			}
+		}
+		if f == c.DomainCA.CertFile {
+			add("est.clientIssuers[%d]: %s is the domain CA", i, f)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -49,7 +49,11 @@ func (s *Server) instrument(op string, h web.HandlerFunc) http.Handler {
 		err := h(w, r)
 		result := "ok"
 		if err != nil {
-			result = problem.From(err).Kind.String()
+			kind := problem.From(err).Kind
+			if kind == problem.Unauthorized {
+				s.challenge(w)
+			}
+			result = kind.String()
 		}
 		s.metrics.requests.WithLabelValues(op, result).Inc()
 		s.metrics.seconds.WithLabelValues(op).Observe(s.clk.Since(start).Seconds())
@@ -165,9 +169,6 @@ func (s *Server) readEnroll(w http.ResponseWriter, r *http.Request, pop bool) (*
 	}
 	req, err := s.newRequest(r, true)
 	if err != nil {
-		if len(s.cfg.Basic) > 0 {
-			w.Header().Set("WWW-Authenticate", `Basic realm="est", charset="UTF-8"`)
-		}
 		return nil, nil, err
 	}
 	csr, err := s.checkCSR(req, body, pop)
@@ -176,6 +177,15 @@ func (s *Server) readEnroll(w http.ResponseWriter, r *http.Request, pop bool) (*
 	}
 	web.EventFrom(r.Context()).Add(slog.Bool("channel_bound", req.ChannelBound))
 	return req, csr, nil
+}
+
+// challenge adds the HTTP Basic challenge to a 401, whether the edge or the
+// back end refused, when Basic authentication is configured (RFC 9110
+// §15.5.2: a 401 carries WWW-Authenticate; RFC 7617).
+func (s *Server) challenge(w http.ResponseWriter) {
+	if len(s.cfg.Basic) > 0 {
+		w.Header().Set("WWW-Authenticate", `Basic realm="est", charset="UTF-8"`)
+	}
 }
 
 func writeCertsOnly(w http.ResponseWriter, certs []*x509.Certificate) error {

@@ -15,6 +15,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -410,6 +411,26 @@ func TestServer_BasicAuth(t *testing.T) {
 		t.Fatalf("wrong password: %d %q", r.status, r.header.Get("WWW-Authenticate"))
 	}
 	certsOnly(t, c.do(t, http.MethodPost, p+"simpleenroll", est.MediaPKCS10, csr, "Authorization", auth("SN-BASIC-1", "s3cret")))
+
+	// RFC 7030 §3.2.3: never in the clear. The right password over plain
+	// HTTP is refused without being checked, and the CA is not called.
+	plain := httptest.NewServer(e.srv.Handler())
+	t.Cleanup(plain.Close)
+	before := e.ca.calls.Load()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, plain.URL+p+"simpleenroll", bytes.NewReader(csr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", est.MediaPKCS10)
+	req.Header.Set("Authorization", auth("SN-BASIC-1", "s3cret"))
+	resp, err := plain.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" || e.ca.calls.Load() != before {
+		t.Fatalf("Basic over plain HTTP: %d %q, CA calls +%d", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), e.ca.calls.Load()-before)
+	}
 }
 
 // TestServer_FailClosedMatrix (reliability E07): every operation × method ×

@@ -170,7 +170,12 @@ func (s *Server) newRequest(r *http.Request, authRequired bool) (*Request, error
 		req.PeerChain = r.TLS.PeerCertificates
 	}
 	if user, pass, ok := r.BasicAuth(); ok && len(s.cfg.Basic) > 0 {
-		// RFC 7030 §3.2.3: HTTP Basic authentication, only when configured.
+		// RFC 7030 §3.2.3: HTTP Basic authentication, only when configured,
+		// and only inside TLS (§3.2.3: "MUST NOT" be sent in the clear; a
+		// password seen in the clear is refused, not checked).
+		if r.TLS == nil {
+			return nil, problem.New(problem.Unauthorized, nil, "HTTP Basic credentials are accepted only over TLS")
+		}
 		if !s.checkBasic(user, pass) {
 			return nil, problem.New(problem.Unauthorized, nil, "HTTP Basic credentials refused")
 		}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -123,6 +124,21 @@ type Config struct {
 	// CSRs are checked against it (RFC 8995 §5.9.2). Defaulted with
 	// pki.Profile.WithDefaults.
 	LDevID pki.Profile
+	// ESTClientIssuers are CA certificates whose end-entity certificates
+	// may enrol over EST without BRSKI (RFC 7030 §3.3.2: "a certificate
+	// issued by a CA the server trusts"): a TLS client certificate that
+	// chains to one of them, with clientAuth or no EKU, at the clock's
+	// time, may simpleenroll and serverkeygen; the LDevID it gets then
+	// re-enrolls as any LDevID does. Kept apart from the manufacturers'
+	// IDevID roots and the domain CA (a certificate in both is refused).
+	// The identity is the client certificate's subject serialNumber, or
+	// its CN (docs/flows/enroll.md). Default: none (reliability E04).
+	ESTClientIssuers []*x509.Certificate
+	// ESTBasicAuth lets a user the EST edge authenticated with HTTP Basic
+	// (est.Config.Basic, RFC 7030 §3.2.3) enrol without BRSKI, with the
+	// user name as its identity. For lab setups. Default false: Basic users
+	// are refused (401) even when the edge has a password file.
+	ESTBasicAuth bool
 }
 
 // Defaults.
@@ -196,6 +212,14 @@ func (cfg Config) Validate() error {
 	}
 	if err := cfg.LDevID.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("ldevid: %w", err))
+	}
+	for i, c := range cfg.ESTClientIssuers {
+		switch {
+		case c == nil || !c.IsCA || !c.BasicConstraintsValid:
+			errs = append(errs, fmt.Errorf("EST client issuer %d: not a CA certificate", i))
+		case slices.ContainsFunc(cfg.Manufacturers, func(m Manufacturer) bool { return slices.ContainsFunc(m.IDevIDRoots, c.Equal) }):
+			errs = append(errs, fmt.Errorf("EST client issuer %d (%s) is also a manufacturer's IDevID root", i, c.Subject))
+		}
 	}
 	for name, rl := range map[string]RateLimit{"PerIP": cfg.PerIP, "PerIDevID": cfg.PerIDevID} {
 		if rl.Rate > 0 && rl.Burst <= 0 {

@@ -11,6 +11,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/gatehouse-pki/gatehouse/internal/problem"
 	"github.com/gatehouse-pki/gatehouse/internal/web"
 	"github.com/gatehouse-pki/gatehouse/pki"
+	"github.com/gatehouse-pki/gatehouse/store"
 )
 
 // The registrar is the EST back end (RFC 8995 §5.9, RFC 7030).
@@ -69,10 +71,11 @@ func (s *Service) CACerts(_ context.Context, _ *est.Request) ([]*x509.Certificat
 func (s *Service) CSRAttrs(ctx context.Context, r *est.Request) (*est.CSRAttrs, error) {
 	p, err := s.peerOf(ctx, r.PeerChain)
 	if err != nil {
-		return nil, s.refused(ctx, "csrattrs", p, err)
+		return nil, s.refused(ctx, "csrattrs", r, p, err)
 	}
-	if p.Kind == PeerNone || p.Revoked || p.Expired {
-		return nil, s.refused(ctx, "csrattrs", p, problem.New(problem.Unauthorized, nil, "a valid client certificate is required"))
+	basic := p.Kind == PeerNone && r.BasicUser != "" && s.cfg.ESTBasicAuth
+	if (p.Kind == PeerNone && !basic) || p.Revoked || p.Expired {
+		return nil, s.refused(ctx, "csrattrs", r, p, problem.New(problem.Unauthorized, nil, "a valid client certificate is required"))
 	}
 	a := &est.CSRAttrs{
 		OIDs: []asn1.ObjectIdentifier{oidECDSAWithSHA256},
@@ -100,11 +103,11 @@ func bindingRequired(r *est.Request) bool {
 func (s *Service) Enroll(ctx context.Context, r *est.Request, csr *x509.CertificateRequest) (*x509.Certificate, error) {
 	p, e, err := s.authorizeEST(ctx, r, opEnroll)
 	if err != nil {
-		return nil, s.refused(ctx, opEnroll, p, err)
+		return nil, s.refused(ctx, opEnroll, r, p, err)
 	}
 	cert, err := s.issueFor(ctx, e, csr)
 	if err != nil {
-		return nil, s.refused(ctx, opEnroll, p, err)
+		return nil, s.refused(ctx, opEnroll, r, p, err)
 	}
 	return cert, nil
 }
@@ -117,11 +120,11 @@ func (s *Service) Enroll(ctx context.Context, r *est.Request, csr *x509.Certific
 func (s *Service) Reenroll(ctx context.Context, r *est.Request, csr *x509.CertificateRequest) (*x509.Certificate, error) {
 	p, e, err := s.authorizeEST(ctx, r, opReenroll)
 	if err != nil {
-		return nil, s.refused(ctx, opReenroll, p, err)
+		return nil, s.refused(ctx, opReenroll, r, p, err)
 	}
 	cert, err := s.issueFor(ctx, e, csr)
 	if err != nil {
-		return nil, s.refused(ctx, opReenroll, p, err)
+		return nil, s.refused(ctx, opReenroll, r, p, err)
 	}
 	return cert, nil
 }
@@ -135,10 +138,10 @@ func (s *Service) Reenroll(ctx context.Context, r *est.Request, csr *x509.Certif
 func (s *Service) ServerKeyGen(ctx context.Context, r *est.Request, csr *x509.CertificateRequest) (*x509.Certificate, crypto.Signer, error) {
 	p, e, err := s.authorizeEST(ctx, r, opServerKeyGen)
 	if err != nil {
-		return nil, nil, s.refused(ctx, opServerKeyGen, p, err)
+		return nil, nil, s.refused(ctx, opServerKeyGen, r, p, err)
 	}
 	if err := pki.CheckCSRNames(csr, s.cfg.LDevID, e.dev); err != nil {
-		return nil, nil, s.refused(ctx, opServerKeyGen, p, problem.New(problem.BadRequest, err, "the CSR is refused: %v", err))
+		return nil, nil, s.refused(ctx, opServerKeyGen, r, p, problem.New(problem.BadRequest, err, "the CSR is refused: %v", err))
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -150,23 +153,27 @@ func (s *Service) ServerKeyGen(ctx context.Context, r *est.Request, csr *x509.Ce
 	}
 	cert, err := s.issueKey(ctx, e, key.Public(), spki)
 	if err != nil {
-		return nil, nil, s.refused(ctx, opServerKeyGen, p, err)
+		return nil, nil, s.refused(ctx, opServerKeyGen, r, p, err)
 	}
 	return cert, key, nil
 }
 
-// authorizeEST classifies the caller and authorizes op. HTTP Basic users
-// are not devices: the registrar issues only to BRSKI pledges and its own
-// LDevIDs (reliability E04: no fallback unless configured).
+// authorizeEST classifies the caller and authorizes op: BRSKI pledges by
+// their IDevID, re-enrolment by an LDevID of this registrar, and non-BRSKI
+// clients only as configured (a listed client-certificate issuer, or HTTP
+// Basic with Config.ESTBasicAuth; reliability E04: no fallback otherwise).
 func (s *Service) authorizeEST(ctx context.Context, r *est.Request, op string) (*Peer, *enrollment, error) {
 	p, err := s.peerOf(ctx, r.PeerChain)
 	if err != nil {
 		return nil, nil, err
 	}
 	var e *enrollment
-	if op == opReenroll {
+	switch {
+	case op == opReenroll:
 		e, err = s.authorizeReenroll(ctx, p)
-	} else {
+	case p.Kind == PeerESTClient || (p.Kind == PeerNone && r.BasicUser != ""):
+		e, err = s.authorizeESTClient(ctx, p, r.BasicUser, op)
+	default:
 		e, err = s.authorizeEnroll(ctx, p, op)
 	}
 	if err != nil {
@@ -183,13 +190,19 @@ func (s *Service) authorizeEST(ctx context.Context, r *est.Request, op string) (
 // refused records one enroll-refused audit event for a refusal decided by
 // the registrar (reliability Q7) and returns err. Internal failures are
 // recorded by the issuance path (issue-failure) instead.
-func (s *Service) refused(ctx context.Context, op string, p *Peer, err error) error {
+func (s *Service) refused(ctx context.Context, op string, r *est.Request, p *Peer, err error) error {
 	pe, ok := errors.AsType[*problem.Error](err)
 	if !ok || pe.Kind == problem.Internal {
 		return err
 	}
 	fields := []string{"op", op, "kind", pe.Kind.String(), "reason", truncate(pe.Detail, 256)}
+	if r.BasicUser != "" {
+		fields = append(fields, "basic_user", r.BasicUser)
+	}
 	if p != nil {
+		if p.Kind == PeerESTClient {
+			fields = append(fields, "client_subject", truncate(p.Leaf.Subject.String(), 128))
+		}
 		fields = append(fields, "client_cert", peerKindName(p.Kind))
 		if p.Kind == PeerLDevID {
 			fields = append(fields, "device", p.Device.String(), "pledge_serial", p.Device.Serial)
@@ -204,6 +217,67 @@ func (s *Service) refused(ctx context.Context, op string, p *Peer, err error) er
 		return errors.Join(err, aerr)
 	}
 	return err
+}
+
+// Client authentication methods, the client_auth field of issuance audit
+// events.
+const (
+	authIDevID     = "idevid"
+	authLDevID     = "ldevid"
+	authClientCert = "est-client-cert"
+	authBasic      = "http-basic"
+)
+
+// Device key issuers of non-BRSKI EST clients, so that their devices never
+// share a key with a BRSKI pledge's (store.DeviceKey).
+const (
+	// estClientIssuerPrefix precedes the client certificate's issuer key
+	// identifier (as DeviceKeyFor renders it).
+	estClientIssuerPrefix = "est-client:"
+	// estBasicIssuer is the issuer of every HTTP Basic user.
+	estBasicIssuer = "est-basic"
+)
+
+// authorizeESTClient authorizes simpleenroll and serverkeygen for a
+// non-BRSKI client (docs/flows/enroll.md "Non-BRSKI EST clients"). Its
+// identity, which the profile's {serial} and {cn} render into the LDevID,
+// is the client certificate's subject serialNumber, or its CN without one
+// (and {cn} its CN); or the HTTP Basic user name for both. No voucher is
+// needed: the configuration authorizes the client. A device an operator
+// denied or blocked is refused (403).
+func (s *Service) authorizeESTClient(ctx context.Context, p *Peer, basicUser, op string) (*enrollment, error) {
+	e := &enrollment{op: op, reuse: op == opEnroll}
+	switch {
+	case p.Kind == PeerESTClient:
+		serial := p.Leaf.Subject.SerialNumber
+		if serial == "" {
+			serial = p.Leaf.Subject.CommonName
+		}
+		if serial == "" {
+			return nil, problem.New(problem.Forbidden, nil, "the client certificate's subject has neither serialNumber nor CN to name the device")
+		}
+		e.key = store.DeviceKey{Issuer: estClientIssuerPrefix + DeviceKeyFor(p.Leaf, serial).Issuer, Serial: serial}
+		e.dev = &pki.DeviceIdentity{Serial: serial, CommonName: p.Leaf.Subject.CommonName}
+		e.auth, e.peerKey = authClientCert, p.Leaf.RawSubjectPublicKeyInfo
+	case !s.cfg.ESTBasicAuth:
+		// The edge knows the user, the registrar was not told to issue to
+		// Basic users (reliability E04).
+		return nil, problem.New(problem.Unauthorized, nil, "HTTP Basic users may not enrol here; a client certificate is required")
+	default:
+		e.key = store.DeviceKey{Issuer: estBasicIssuer, Serial: basicUser}
+		e.dev = &pki.DeviceIdentity{Serial: basicUser, CommonName: basicUser}
+		e.auth = authBasic
+	}
+	web.EventFrom(ctx).Add(slog.String("pledge_serial", e.dev.Serial), slog.String("client_auth", e.auth))
+	dev, err := s.db.Device(ctx, e.key)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("read device: %w", err)
+	case !store.CanTransition(dev.Status, store.DeviceEnrolled):
+		return nil, problem.New(problem.Forbidden, nil, "device is %s", dev.Status)
+	}
+	return e, nil
 }
 
 // methodNotAllowed answers 405 with Allow: POST.

@@ -43,6 +43,9 @@ type enrollment struct {
 	// reuse allows answering with a still-valid certificate for the same
 	// key (simpleenroll idempotency, reliability L8).
 	reuse bool
+	// auth names how the client authenticated (authIDevID, …), for the
+	// audit trail.
+	auth string
 }
 
 // authorizeEnroll authorizes simpleenroll and serverkeygen: the peer must
@@ -74,7 +77,7 @@ func (s *Service) authorizeEnroll(ctx context.Context, peer *Peer, op string) (*
 	if err := s.EnrollAllowed(ctx, key); err != nil {
 		return nil, err
 	}
-	return &enrollment{op: op, key: key, dev: id, peerKey: peer.Leaf.RawSubjectPublicKeyInfo, reuse: op == opEnroll}, nil
+	return &enrollment{op: op, key: key, dev: id, peerKey: peer.Leaf.RawSubjectPublicKeyInfo, reuse: op == opEnroll, auth: authIDevID}, nil
 }
 
 // authorizeReenroll authorizes simplereenroll (RFC 7030 §4.2.2): the peer
@@ -86,8 +89,8 @@ func (s *Service) authorizeReenroll(ctx context.Context, peer *Peer) (*enrollmen
 	switch peer.Kind {
 	case PeerNone:
 		return nil, problem.New(problem.Unauthorized, nil, "a client certificate is required")
-	case PeerIDevID:
-		return nil, problem.New(problem.Forbidden, nil, "re-enrolment needs the LDevID being renewed, not an IDevID")
+	case PeerIDevID, PeerESTClient:
+		return nil, problem.New(problem.Forbidden, nil, "re-enrolment needs the LDevID being renewed, not an IDevID or another CA's certificate")
 	}
 	web.EventFrom(ctx).Add(slog.String("pledge_serial", peer.Device.Serial))
 	if peer.Revoked {
@@ -104,7 +107,7 @@ func (s *Service) authorizeReenroll(ctx context.Context, peer *Peer) (*enrollmen
 		return nil, problem.New(problem.Forbidden, nil, "device is %s", dev.Status)
 	}
 	id := &pki.DeviceIdentity{Serial: peer.Device.Serial, CommonName: peer.Leaf.Subject.CommonName}
-	return &enrollment{op: opReenroll, key: peer.Device, dev: id, peerKey: nil}, nil
+	return &enrollment{op: opReenroll, key: peer.Device, dev: id, peerKey: nil, auth: authLDevID}, nil
 }
 
 // checkCSR applies the CSR policy that is the back end's: the profile check
@@ -124,7 +127,7 @@ func (s *Service) checkCSR(ctx context.Context, e *enrollment, csr *x509.Certifi
 	}
 	spki := csr.RawSubjectPublicKeyInfo
 	if e.peerKey != nil && bytes.Equal(spki, e.peerKey) {
-		return problem.New(problem.BadRequest, nil, "the CSR reuses the IDevID key")
+		return problem.New(problem.BadRequest, nil, "the CSR reuses the client certificate's key (the IDevID, or another CA's certificate)")
 	}
 	owner, err := s.db.DeviceForKey(ctx, store.KeyHashOf(spki))
 	switch {
@@ -225,7 +228,7 @@ func (s *Service) issue(ctx context.Context, e *enrollment, pub crypto.PublicKey
 	serial := prep.Serial()
 	sh := hex.EncodeToString(serial.Bytes())
 	tbs := prep.TBSHash()
-	fields := []string{"op", e.op, "device", e.key.String(), "pledge_serial", e.key.Serial, "cert_serial", sh}
+	fields := []string{"op", e.op, "device", e.key.String(), "pledge_serial", e.key.Serial, "cert_serial", sh, "client_auth", e.auth}
 	web.EventFrom(ctx).Add(slog.String("cert_serial", sh))
 	intent := store.Intent{Serial: serial, Device: e.key, TBSHash: tbs, Generation: s.generation()}
 	ev := audit.New(audit.IssueIntent, append(fields, "tbs_sha256", hex.EncodeToString(tbs[:]))...)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -64,6 +65,8 @@ type Service struct {
 	domainRoots *x509.CertPool
 	// issuer signs LDevIDs; nil leaves EST enrolment refused.
 	issuer *pki.Issuer
+	// estClientRoots holds Config.ESTClientIssuers; nil when none.
+	estClientRoots *x509.CertPool
 	// enrollFlight merges identical concurrent enrolments (reliability L8).
 	enrollFlight singleflight.Group
 	mfgs         []manufacturer
@@ -144,6 +147,15 @@ func New(cfg Config, deps Deps) (*Service, error) {
 	}
 	s.domainRoots = x509.NewCertPool()
 	s.domainRoots.AddCert(deps.DomainCA[len(deps.DomainCA)-1])
+	if len(cfg.ESTClientIssuers) > 0 {
+		s.estClientRoots = x509.NewCertPool()
+		for _, c := range cfg.ESTClientIssuers {
+			if slices.ContainsFunc(deps.DomainCA, c.Equal) {
+				return nil, fmt.Errorf("registrar: EST client issuer %s is the domain CA; its certificates are LDevIDs", c.Subject)
+			}
+			s.estClientRoots.AddCert(c)
+		}
+	}
 	for _, c := range append([]*x509.Certificate{deps.RA.Leaf}, deps.DomainCA...) {
 		for _, id := range domainIDsOf(c) {
 			s.domainIDs[string(id)] = true

@@ -466,6 +466,8 @@ func peerKindName(k PeerKind) string {
 		return "idevid"
 	case PeerLDevID:
 		return "ldevid"
+	case PeerESTClient:
+		return "est-client"
 	}
 	return "none"
 }

@@ -34,6 +34,9 @@ const (
 	// CA and the store holds it (RFC 7030 §3.3.2 "a previously issued
 	// client certificate"; RFC 8995 §5.9.4 enrollstatus, re-enrolment).
 	PeerLDevID
+	// PeerESTClient: a non-BRSKI EST client whose certificate chains to one
+	// of Config.ESTClientIssuers.
+	PeerESTClient
 )
 
 // Peer is a classified TLS client.
@@ -162,7 +165,8 @@ var errUnknownPeer = errors.New("client certificate does not chain to a configur
 
 // classify verifies a presented chain against every manufacturer's IDevID
 // roots at the clock's time (RFC 8995 §5.1, §2.6.2) and returns the first
-// that accepts it.
+// that accepts it; then as an LDevID of the domain CA; then, when
+// configured, against the non-BRSKI EST client issuers.
 func (s *Service) classify(certs []*x509.Certificate) (*Peer, error) {
 	if len(certs) == 0 {
 		return &Peer{Kind: PeerNone}, nil
@@ -188,6 +192,17 @@ func (s *Service) classify(certs []*x509.Certificate) (*Peer, error) {
 	}
 	if p, ok := s.classifyLDevID(leaf, inter, now); ok {
 		return p, nil
+	}
+	if s.estClientRoots != nil {
+		chains, err := leaf.Verify(x509.VerifyOptions{
+			Roots:         s.estClientRoots,
+			Intermediates: inter,
+			CurrentTime:   now,
+			KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		})
+		if err == nil {
+			return &Peer{Kind: PeerESTClient, Leaf: leaf, Chain: chains[0]}, nil
+		}
 	}
 	return nil, lastErr
 }

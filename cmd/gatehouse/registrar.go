@@ -42,7 +42,8 @@ registrar"): BRSKI over HTTPS on listen.https, and /healthz, /readyz,
 /metrics and the /api/v1/ admin API on listen.admin. Key files must be mode
 0600. Stops gracefully on SIGINT or SIGTERM.
 
-Not served yet: EST (comes with a later issue) and CoAPS (listen.coaps is
+EST is served on the same listener; other EST clients than BRSKI pledges
+only as the est section allows. Not served yet: CoAPS (listen.coaps is
 accepted and ignored with a warning).`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -86,6 +87,16 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 			return fmt.Errorf("manufacturer %s: %w", m.Name, err)
 		}
 		rcfg.Manufacturers = append(rcfg.Manufacturers, rm)
+	}
+	estCfg := est.Config{RequireChannelBinding: cfg.EST.RequireChannelBinding}
+	if rcfg.ESTClientIssuers, err = readCertificateFiles("est.clientIssuers", cfg.EST.ClientIssuers); err != nil {
+		return err
+	}
+	if cfg.EST.BasicPasswordFile != "" {
+		if estCfg.Basic, err = readBasicAuth(cfg.EST.BasicPasswordFile); err != nil {
+			return err
+		}
+		rcfg.ESTBasicAuth = true
 	}
 
 	logger := newLogger(a.stderr, cfg.Log.Level)
@@ -135,13 +146,16 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 	if cfg.Listen.CoAPS != "" {
 		logger.Warn("CoAPS is not served yet; listen.coaps is ignored", slog.String("addr", cfg.Listen.CoAPS))
 	}
+	if rcfg.ESTBasicAuth {
+		logger.Warn("EST accepts HTTP Basic users from est.basicPasswordFile: a lab setting, not for production", slog.Int("users", len(estCfg.Basic)))
+	}
 	var ready atomic.Bool
 	var eps []endpoint
 	httpsLn, err := listen(ctx, "registrar https", cfg.Listen.HTTPS)
 	if err != nil {
 		return err
 	}
-	estSrv, err := est.NewServer(est.Config{}, est.Deps{Logger: logger, Clock: a.clk, Metrics: reg, CA: svc})
+	estSrv, err := est.NewServer(estCfg, est.Deps{Logger: logger, Clock: a.clk, Metrics: reg, CA: svc})
 	if err != nil {
 		_ = httpsLn.Close()
 		return err
@@ -210,6 +224,30 @@ func registrarManufacturer(m configs.Manufacturer) (registrar.Manufacturer, erro
 		}
 	}
 	return rm, nil
+}
+
+// readBasicAuth reads an htpasswd bcrypt file (est.ParseBasicAuth) that
+// neither group nor others may read: it holds password hashes.
+func readBasicAuth(path string) (est.BasicAuth, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("est.basicPasswordFile: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("est.basicPasswordFile: %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("est.basicPasswordFile: %s has mode %#o; password files must not be accessible by group or others (chmod 600)", path, perm)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("est.basicPasswordFile: %w", err)
+	}
+	users, err := est.ParseBasicAuth(b)
+	if err != nil {
+		return nil, fmt.Errorf("est.basicPasswordFile %s: %w", path, err)
+	}
+	return users, nil
 }
 
 // printEndpoints prints "role: URL" lines for the bound listeners.

@@ -141,6 +141,52 @@ func TestDaemons_KeyModeRefused(t *testing.T) {
 	}
 }
 
+// TestDaemons_BasicPasswordFile: the registrar refuses a password file
+// that group or others can read, and one that is not a bcrypt htpasswd
+// file, before it listens.
+func TestDaemons_BasicPasswordFile(t *testing.T) {
+	t.Parallel()
+	p := daemonFiles(t)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, content string
+		mode          os.FileMode
+		want          []string
+	}{
+		{"world-readable", "alice:$2y$04$" + strings.Repeat("a", 53) + "\n", 0o644, []string{"0644", "chmod 600"}},
+		{"plain-password", "alice:secret\n", 0o600, []string{"line 1", "not a bcrypt hash"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pw := filepath.Join(dir, tc.name+".htpasswd")
+			if err := os.WriteFile(pw, []byte(tc.content), tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(pw, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			cfg := registrarConfig(t, p, "https://127.0.0.1:9443/.well-known/brski")
+			f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = f.WriteString("est: {basicPasswordFile: " + q(pw) + "}\n")
+			if cerr := f.Close(); err != nil || cerr != nil {
+				t.Fatal(err, cerr)
+			}
+			code, _, errOut := runCLI(t, "registrar", "--config", cfg)
+			if code != exitFailure || strings.Contains(errOut, "secret") {
+				t.Fatalf("exit %d, want %d; stderr %q", code, exitFailure, errOut)
+			}
+			for _, w := range append(tc.want, pw) {
+				if !strings.Contains(errOut, w) {
+					t.Errorf("stderr %q does not mention %q", errOut, w)
+				}
+			}
+		})
+	}
+}
+
 func TestDaemons_Usage(t *testing.T) {
 	t.Parallel()
 	for _, c := range []string{"registrar", "masa"} {
