@@ -1,0 +1,78 @@
+package main
+
+import (
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestBench_LabChild runs `gatehouse bench` as an operator would: it starts
+// a lab child on a fresh directory, measures the floor, runs a short load,
+// stops the lab and reconciles the ledger against its store, and prints one
+// JSON object with the contract's keys.
+func TestBench_LabChild(t *testing.T) {
+	t.Parallel()
+	bin := buildGatehouse(t)
+	dir := filepath.Join(t.TempDir(), "data")
+	cmd := exec.CommandContext(t.Context(), bin, "bench", "--lab", dir, "--count", "6", "--concurrency", "3",
+		"--reenroll-share", "0.3", "--floor", "--floor-duration", "300ms", "--json")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s", err, stderr.String())
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
+	}
+	for _, k := range []string{"onboardings", "errors", "duration_s", "throughput_per_s", "p50_ms", "p95_ms", "p99_ms",
+		"server_cpu_s", "server_peak_rss_mib", "floor_per_s", "ratio_to_floor"} {
+		if _, ok := rep[k]; !ok {
+			t.Errorf("no %q in %s", k, out)
+		}
+	}
+	if rep["errors"] != 0.0 || rep["onboardings"].(float64)+rep["reenrollments"].(float64) != 6 {
+		t.Errorf("report %s", out)
+	}
+	if cpu := rep["server_cpu_s"].(float64); cpu <= 0 {
+		t.Errorf("server_cpu_s = %v: the lab child was not measured", cpu)
+	}
+	rec, _ := rep["reconciled"].(map[string]any)
+	if rec["entries"] != 6.0 || rec["lost_records"] != 0.0 {
+		t.Errorf("reconciled = %v", rec)
+	}
+	if !strings.Contains(stderr.String(), "started gatehouse lab") {
+		t.Errorf("stderr = %q", stderr.String())
+	}
+	// The ledger reconciles again from the command line.
+	code, stdout, errOut := runCLI(t, "bench", "reconcile", "--data", dir)
+	if code != exitOK || !strings.Contains(stdout, "reconciled 6 ledger entries: 0 lost") {
+		t.Errorf("reconcile: exit %d, %q %q", code, stdout, errOut)
+	}
+}
+
+func TestBench_UsageErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no-lab", []string{"bench", "--count", "1"}, "--lab DIR is required"},
+		{"coaps", []string{"bench", "--lab", "x", "--coaps-share", "0.5"}, "CoAPS onboarding is not supported yet"},
+		{"http-registrar", []string{"bench", "--lab", "x", "--registrar", "http://127.0.0.1:1"}, "want https://host:port"},
+		{"reconcile-no-data", []string{"bench", "reconcile"}, "--data DIR is required"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			code, _, errOut := runCLI(t, tc.args...)
+			if code != exitUsage || !strings.Contains(errOut, tc.want) || strings.Count(errOut, "\n") != 1 {
+				t.Errorf("exit %d, stderr %q; want usage error with %q", code, errOut, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,302 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jmhodges/clock"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatehouse-pki/gatehouse/internal/lab"
+	"github.com/gatehouse-pki/gatehouse/internal/web"
+	"github.com/gatehouse-pki/gatehouse/store"
+)
+
+// startLab opens a lab on free loopback ports in dir and serves its
+// registrar (BRSKI and EST) and MASA until stop is called or the test ends.
+func startLab(t *testing.T, dir string, clk clock.Clock) (*url.URL, func()) {
+	t.Helper()
+	logger := slog.New(slog.DiscardHandler)
+	l, err := lab.Open(t.Context(), lab.Options{
+		Dir: dir, HTTPSAddr: "127.0.0.1:0", MASAAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		Clock: clk, Logger: logger, Metrics: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		t.Fatalf("lab.Open: %v", err)
+	}
+	reg := web.NewServer(l.Handler(), nil, logger)
+	l.Registrar.ConfigureServer(reg)
+	masaSrv := web.NewServer(l.MASA.Handler(), l.MASA.TLSConfig(l.PKI.MASATLS), logger)
+	done := make(chan struct{}, 2)
+	go func() { _ = reg.ServeTLS(l.HTTPS, "", ""); done <- struct{}{} }()
+	go func() { _ = masaSrv.ServeTLS(l.MASAListener, "", ""); done <- struct{}{} }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		_ = reg.Close()
+		_ = masaSrv.Close()
+		<-done
+		<-done
+		if err := l.Close(); err != nil {
+			t.Errorf("lab Close: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return &url.URL{Scheme: "https", Host: lab.Dialable(l.HTTPS)}, stop
+}
+
+// TestRun_Lab runs a short load with re-enrolments against an in-process
+// lab over real TLS, checks the report and its JSON keys, then reconciles
+// the ledger against the registrar's store, and shows that a ledger line
+// the store does not back is counted as lost.
+func TestRun_Lab(t *testing.T) {
+	t.Parallel()
+	clk := clock.New()
+	dir := t.TempDir()
+	u, stop := startLab(t, dir, clk)
+	ids, err := LoadIdentities(t.Context(), dir, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ledger, progress bytes.Buffer
+	const count = 12
+	rep, err := Run(t.Context(), Config{
+		Registrar:     u,
+		Identities:    ids,
+		Count:         count,
+		Concurrency:   4,
+		ReenrollShare: 0.25,
+		Server:        ProcStats{PID: os.Getpid()},
+		Ledger:        &ledger,
+		Progress:      &progress,
+		ProgressEvery: 10 * time.Millisecond,
+		Clock:         clk,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Errors != 0 {
+		t.Fatalf("errors: %v", rep.ErrorsByKind)
+	}
+	if rep.Onboardings+rep.Reenrollments != count || rep.Reenrollments == 0 || rep.Onboardings < count*3/4 {
+		t.Errorf("onboardings %d + reenrollments %d, want %d with about a quarter re-enrolments", rep.Onboardings, rep.Reenrollments, count)
+	}
+	if !(rep.P50Ms > 0 && rep.P50Ms <= rep.P95Ms && rep.P95Ms <= rep.P99Ms && rep.P99Ms <= rep.MaxMs) {
+		t.Errorf("percentiles not ordered: %+v", rep)
+	}
+	if rep.ThroughputPerS <= 0 || rep.DurationS <= 0 || rep.ServerCPUS <= 0 || rep.ServerPeakRSSMiB <= 0 {
+		t.Errorf("report = %+v", rep)
+	}
+	if !strings.Contains(progress.String(), "done") {
+		t.Errorf("no progress line: %q", progress.String())
+	}
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys map[string]any
+	if err := json.Unmarshal(b, &keys); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"onboardings", "errors", "duration_s", "throughput_per_s", "p50_ms", "p95_ms", "p99_ms", "server_cpu_s", "server_peak_rss_mib"} {
+		if _, ok := keys[k]; !ok {
+			t.Errorf("JSON report has no %q: %s", k, b)
+		}
+	}
+
+	stop()
+	db, err := store.Open(filepath.Join(dir, lab.RegistrarDBFile), store.Options{Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rec, err := Reconcile(t.Context(), db, bytes.NewReader(ledger.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Entries != count || rec.LostRecords != 0 {
+		t.Fatalf("reconcile = %+v, want %d entries and none lost", rec, count)
+	}
+	// A promise the store does not hold: another LDevID serial.
+	var e LedgerEntry
+	first, _, _ := bytes.Cut(ledger.Bytes(), []byte("\n"))
+	if err := json.Unmarshal(first, &e); err != nil {
+		t.Fatal(err)
+	}
+	e.LDevIDSerial = "7fffffffffffffff01"
+	forged, _ := json.Marshal(e)
+	rec, err = Reconcile(t.Context(), db, bytes.NewReader(append(forged, '\n')))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.LostRecords != 1 || len(rec.Problems) != 1 {
+		t.Errorf("reconcile of a forged line = %+v, want one lost record", rec)
+	}
+}
+
+// TestRun_ErrorKinds: pledges from a manufacturer the registrar does not
+// know are refused in the TLS handshake; every operation fails, counted
+// under one kind, and nothing reaches the ledger.
+func TestRun_ErrorKinds(t *testing.T) {
+	t.Parallel()
+	clk := clock.New()
+	u, _ := startLab(t, t.TempDir(), clk)
+	other := t.TempDir()
+	if err := lab.Generate(other, lab.GenerateOptions{Clock: clk, MASAAuthority: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := LoadIdentities(t.Context(), other, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ledger bytes.Buffer
+	rep, err := Run(t.Context(), Config{Registrar: u, Identities: ids, Count: 3, Concurrency: 2, Ledger: &ledger, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Onboardings != 0 || rep.Errors != 3 || rep.ErrorsByKind["connect"] != 3 {
+		t.Errorf("report = %+v, want 3 connect errors", rep)
+	}
+	if ledger.Len() != 0 {
+		t.Errorf("ledger holds %q", ledger.String())
+	}
+}
+
+// TestFloor runs the floor briefly: every step of the unit works with the
+// lab's keys, and the result is a plausible rate.
+func TestFloor(t *testing.T) {
+	t.Parallel()
+	clk := clock.New()
+	dir := t.TempDir()
+	if err := lab.Generate(dir, lab.GenerateOptions{Clock: clk, MASAAuthority: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := lab.Load(t.Context(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := LoadIdentities(t.Context(), dir, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := Floor(t.Context(), FloorConfig{Lab: p, Identities: ids, Duration: 300 * time.Millisecond, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Units < 1 || f.CPUPerOpMs <= 0 || f.PerS <= 0 || f.Cores < 1 {
+		t.Errorf("floor = %+v", f)
+	}
+	var rep Report
+	rep.ThroughputPerS = f.PerS / 2
+	rep.SetFloor(f)
+	if rep.RatioToFloor != 0.5 || rep.FloorPerS != f.PerS {
+		t.Errorf("SetFloor: ratio %v floor %v", rep.RatioToFloor, rep.FloorPerS)
+	}
+}
+
+func TestConfig_Validate(t *testing.T) {
+	t.Parallel()
+	u := &url.URL{Scheme: "https", Host: "127.0.0.1:8443"}
+	ok := Config{Registrar: u, Identities: &Identities{}, Count: 1, Clock: clock.NewFake()}.WithDefaults()
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"coaps-share", func(c *Config) { c.CoAPSShare = 0.5 }, "CoAPS onboarding is not supported yet"},
+		{"no-count-or-duration", func(c *Config) { c.Count = 0 }, "a count or a duration is required"},
+		{"http-registrar", func(c *Config) { c.Registrar = &url.URL{Scheme: "http", Host: "x"} }, "want https://host:port"},
+		{"reenroll-share", func(c *Config) { c.ReenrollShare = 1.5 }, "reenroll share"},
+		{"rate", func(c *Config) { c.Rate = -1 }, "rate"},
+		{"concurrency", func(c *Config) { c.Concurrency = -2 }, "concurrency"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := ok
+			tc.mutate(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Validate = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	c := ok
+	c.CoAPSShare = 1
+	if err := c.Validate(); !errors.Is(err, ErrCoAPSUnsupported) {
+		t.Errorf("Validate = %v, want ErrCoAPSUnsupported", err)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	t.Parallel()
+	var d []time.Duration
+	for i := 1; i <= 100; i++ {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	for p, want := range map[float64]time.Duration{50: 50 * time.Millisecond, 95: 95 * time.Millisecond, 99: 99 * time.Millisecond, 100: 100 * time.Millisecond} {
+		if got := percentile(d, p); got != want {
+			t.Errorf("p%v = %v, want %v", p, got, want)
+		}
+	}
+	if got := percentile(nil, 99); got != 0 {
+		t.Errorf("p99 of nothing = %v", got)
+	}
+}
+
+func TestRunner_IsReenroll(t *testing.T) {
+	t.Parallel()
+	r := &runner{cfg: Config{ReenrollShare: 0.25}}
+	n := 0
+	for i := range 100 {
+		if r.isReenroll(i) {
+			n++
+		}
+	}
+	if n != 25 {
+		t.Errorf("%d of 100 operations re-enrol, want 25", n)
+	}
+}
+
+func TestParseStatCPU(t *testing.T) {
+	t.Parallel()
+	// Field 2 may hold spaces and parentheses; utime 250 and stime 50 ticks.
+	line := []byte("4242 (gate house (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 12345 1000000 2500\n")
+	got, err := parseStatCPU(line)
+	if err != nil || got != 3*time.Second {
+		t.Errorf("parseStatCPU = %v, %v; want 3s", got, err)
+	}
+	if _, err := parseStatCPU([]byte("4242 (x) S 1")); err == nil {
+		t.Error("short stat line accepted")
+	}
+	rss, err := parseStatusKB([]byte("Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n"), "VmRSS:")
+	if err != nil || rss != 1<<20 {
+		t.Errorf("parseStatusKB = %v, %v", rss, err)
+	}
+}
+
+func TestParseMetrics(t *testing.T) {
+	t.Parallel()
+	text := "# HELP process_cpu_seconds_total x\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 12.5\nprocess_resident_memory_bytes 3.3554432e+07\ngo_goroutines 9\n"
+	s, err := parseMetrics(strings.NewReader(text))
+	if err != nil || s.CPU != 12500*time.Millisecond || s.RSSBytes != 32<<20 {
+		t.Errorf("parseMetrics = %+v, %v", s, err)
+	}
+	if _, err := parseMetrics(strings.NewReader("go_goroutines 9\n")); err == nil {
+		t.Error("metrics without the process series accepted")
+	}
+}
