@@ -85,6 +85,7 @@ manufacturers:
     masaURLOverride: "https://other.example/"
 `, wantErr: []string{"tls:", "exactly one of keyFile and keyURI", "adminTokenFile", "idevidAnchors", "masaAnchors", "policy \"yolo\"", "https URL", "not in masaURLs"}},
 		{name: "est-non-brski-clients", yaml: minimalRegistrar() + "est: {requireChannelBinding: true, clientIssuers: [c.pem], basicPasswordFile: users}\n"},
+		{name: "max-conns-per-ip-below-minus-one", yaml: minimalRegistrar() + "listen: {maxConnsPerIP: -2}\n", wantErr: []string{"listen.maxConnsPerIP: -2"}},
 		{name: "est-misspelt-key", yaml: minimalRegistrar() + "est: {basicPasswordFlie: users}\n", wantErr: []string{"basicPasswordFlie"}},
 		{name: "est-client-issuer-is-a-manufacturer-anchor", yaml: minimalRegistrar() + "est: {clientIssuers: [a.pem, ca.pem]}\n",
 			wantErr: []string{"est.clientIssuers[0]: a.pem is also an idevidAnchor of m", "est.clientIssuers[1]: ca.pem is the domain CA"}},
@@ -102,7 +103,7 @@ manufacturers:
 				if err != nil {
 					t.Fatalf("ParseRegistrar: %v", err)
 				}
-				if c.Listen.HTTPS != "127.0.0.1:8443" || c.Manufacturers[0].Policy != registrar.PolicyApprove || c.MASAClient.MaxInFlight != 32 {
+				if c.Listen.HTTPS != "127.0.0.1:8443" || c.Manufacturers[0].Policy != registrar.PolicyApprove || c.MASAClient.MaxInFlight != 32 || c.Listen.MaxConnsPerIP != 256 {
 					t.Fatalf("defaults not applied: %+v", c)
 				}
 				return

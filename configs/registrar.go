@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse-pki/gatehouse/internal/web"
 	"github.com/gatehouse-pki/gatehouse/pki"
 	"github.com/gatehouse-pki/gatehouse/registrar"
 )
@@ -51,6 +52,12 @@ type RegistrarListen struct {
 	// AdminTokenFile holds a bearer token required on the admin API when
 	// Admin is not a loopback address. Mode must not be group/world readable.
 	AdminTokenFile string `yaml:"adminTokenFile"`
+	// MaxConnsPerIP caps the open HTTPS connections from one source IP
+	// address; further ones are closed at accept and counted in
+	// brski_listener_connections_refused_total (reliability G05). A join
+	// proxy funnels many pledges through one address: raise it there.
+	// Default 256 (web.DefaultMaxConnsPerIP); -1 disables the cap.
+	MaxConnsPerIP int `yaml:"maxConnsPerIP"`
 }
 
 // KeyPair references a certificate chain and its private key.
@@ -191,6 +198,9 @@ func (c Registrar) WithDefaults() Registrar {
 	if c.Listen.Admin == "" {
 		c.Listen.Admin = "127.0.0.1:9090"
 	}
+	if c.Listen.MaxConnsPerIP == 0 {
+		c.Listen.MaxConnsPerIP = web.DefaultMaxConnsPerIP
+	}
 	c.LDevID = c.LDevID.WithDefaults()
 	ms := make([]Manufacturer, len(c.Manufacturers))
 	for i, m := range c.Manufacturers {
@@ -261,6 +271,9 @@ func (c Registrar) Validate() error {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if err := validAddr(c.Listen.HTTPS, false); err != nil {
 		add("listen.https: %w", err)
+	}
+	if c.Listen.MaxConnsPerIP < -1 {
+		add("listen.maxConnsPerIP: %d; want a positive cap, or -1 for none", c.Listen.MaxConnsPerIP)
 	}
 	if err := validAddr(c.Listen.CoAPS, true); err != nil {
 		add("listen.coaps: %w", err)

@@ -162,6 +162,7 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 	}
 	srv := newServer(svc.HandlerWith(estSrv), nil, logger)
 	svc.ConfigureServer(srv)
+	httpsLn = limitListener(reg, "registrar", httpsLn, cfg.Listen.MaxConnsPerIP)
 	eps = append(eps, endpoint{name: "registrar", ln: httpsLn, srv: srv, tls: true})
 	if cfg.Listen.Admin != "" {
 		adminLn, err := listen(ctx, "admin", cfg.Listen.Admin)

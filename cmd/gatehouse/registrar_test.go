@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -100,6 +102,20 @@ func TestDaemons_MASAAndRegistrar(t *testing.T) {
 	// Without --masa-anchor, the lab layout next to the IDevID was used.
 	if !strings.Contains(out, "(the lab layout next to the IDevID)") {
 		t.Errorf("no note about the lab-layout anchor:\n%s", out)
+	}
+	// G05: the HTTPS listener is capped per IP and counts refusals.
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, rkv["admin"]+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || !strings.Contains(string(metrics), `brski_listener_connections_refused_total{listener="registrar"} 0`) {
+		t.Errorf("no refused-connections counter for the registrar listener (%v)", err)
 	}
 	code, out, _ = runBin(t, work, bin, "devices", "list", "--admin", rkv["admin"])
 	if code != 0 || !strings.Contains(out, "GH-0003") {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gatehouse-pki/gatehouse/internal/lab"
@@ -129,6 +130,17 @@ func adminHandler(reg *prometheus.Registry, api http.Handler, ready *atomic.Bool
 		mux.Handle("/api/v1/", api)
 	}
 	return mux
+}
+
+// limitListener caps ln's connections per source IP (web.LimitListener,
+// reliability G05) and counts the refused ones in
+// brski_listener_connections_refused_total{listener=name} on reg.
+func limitListener(reg prometheus.Registerer, name string, ln net.Listener, maxPerIP int) net.Listener {
+	refused := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+		Name: "brski_listener_connections_refused_total",
+		Help: "Connections closed at accept because their source IP address held the maximum of open connections.",
+	}, []string{"listener"}).WithLabelValues(name)
+	return web.LimitListener(ln, web.LimitOptions{MaxConnsPerIP: maxPerIP, OnRefused: refused.Inc})
 }
 
 // listen binds addr for the named role, with an error an operator can act on.
