@@ -467,3 +467,7 @@ func marshalSAN(n *names, critical bool) (pkix.Extension, bool, error) {
 func (iss *Issuer) WithCA(ca *CA) (*Issuer, error) {
 	return NewIssuer(iss.cfg, IssuerDeps{Clock: iss.clk, CA: ca, Linter: iss.linter})
 }
+
+// Linter returns the pre-issuance linter (nil when none), so certificates
+// the CA signs outside Prepare (rollover links) are linted the same way.
+func (iss *Issuer) Linter() Linter { return iss.linter }

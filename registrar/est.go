@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 
 	"github.com/gatehouse-pki/gatehouse/est"
 	"github.com/gatehouse-pki/gatehouse/internal/audit"
@@ -54,11 +53,12 @@ func (s *Service) HandlerWith(routers ...Router) http.Handler {
 	return web.Chain(mux, web.Options{Logger: s.log, Clock: s.clk, Errors: web.WritePlain})
 }
 
-// CACerts returns the domain CA chain, issuing CA first (RFC 7030 §4.1.3;
-// RFC 8995 §5.9.1). It needs no authentication (RFC 7030 §4.1.1). Link
-// certificates join it with CA rollover.
+// CACerts returns the domain CA certificates, issuing generation first,
+// with the rollover link certificates and the older roots during an
+// overlap (RFC 7030 §4.1.3; RFC 8995 §5.9.1; Service.CACertificates). It
+// needs no authentication (RFC 7030 §4.1.1).
 func (s *Service) CACerts(_ context.Context, _ *est.Request) ([]*x509.Certificate, error) {
-	return slices.Clone(s.domain), nil
+	return s.CACertificates(), nil
 }
 
 // CSRAttrs tells an authenticated pledge what its CSR must hold (RFC 8995

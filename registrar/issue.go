@@ -214,10 +214,13 @@ func (s *Service) reusable(ctx context.Context, key store.DeviceKey, spki []byte
 // the intent abandons it with an issue-failure event. A crash in between
 // leaves an open intent that ResolveIntents closes at the next start.
 func (s *Service) issue(ctx context.Context, e *enrollment, pub crypto.PublicKey, kh store.KeyHash) (*x509.Certificate, error) {
-	if s.issuer == nil {
+	// One CA state for the whole issuance: a rollover meanwhile does not
+	// mix generations (reliability R1: AKI = SKI of the key that signed).
+	issuer := s.ca().issuer
+	if issuer == nil {
 		return nil, problem.New(problem.Internal, errors.New("no issuer configured"), "enrolment is not available")
 	}
-	prep, err := s.issuer.Prepare(pki.IssueRequest{PublicKey: pub, Device: e.dev})
+	prep, err := issuer.Prepare(pki.IssueRequest{PublicKey: pub, Device: e.dev})
 	switch {
 	case errors.Is(err, pki.ErrWeakKey), errors.Is(err, pki.ErrProfile):
 		return nil, problem.New(problem.BadRequest, err, "the request cannot be issued: %v", err)
@@ -230,7 +233,7 @@ func (s *Service) issue(ctx context.Context, e *enrollment, pub crypto.PublicKey
 	tbs := prep.TBSHash()
 	fields := []string{"op", e.op, "device", e.key.String(), "pledge_serial", e.key.Serial, "cert_serial", sh, "client_auth", e.auth}
 	web.EventFrom(ctx).Add(slog.String("cert_serial", sh))
-	intent := store.Intent{Serial: serial, Device: e.key, TBSHash: tbs, Generation: s.generation()}
+	intent := store.Intent{Serial: serial, Device: e.key, TBSHash: tbs, Generation: GenerationID(issuer.CA().Cert)}
 	ev := audit.New(audit.IssueIntent, append(fields, "tbs_sha256", hex.EncodeToString(tbs[:]))...)
 	if err := s.db.BeginIssuance(ctx, intent, ev); err != nil {
 		if errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrSerialExists) {
@@ -240,7 +243,7 @@ func (s *Service) issue(ctx context.Context, e *enrollment, pub crypto.PublicKey
 	}
 	// From here on the intent must be closed even if the client goes away.
 	ctx = context.WithoutCancel(ctx)
-	cert, err := s.issuer.Sign(ctx, prep)
+	cert, err := issuer.Sign(ctx, prep)
 	if err != nil {
 		return nil, s.abandon(ctx, serial, fields, "sign: "+err.Error(), err)
 	}
@@ -268,10 +271,4 @@ func (s *Service) abandon(ctx context.Context, serial *big.Int, fields []string,
 		cause = errors.Join(cause, err)
 	}
 	return problem.New(problem.Internal, cause, "issuance failed")
-}
-
-// generation names the CA generation that signs: the issuing CA's subject
-// key identifier in hex.
-func (s *Service) generation() string {
-	return hex.EncodeToString(s.issuer.CA().Cert.SubjectKeyId)
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -254,12 +255,7 @@ func (s *Service) pinsUs(der []byte) bool {
 	if bytes.Equal(der, s.ra.Leaf.Raw) {
 		return true
 	}
-	for _, c := range s.domain {
-		if bytes.Equal(der, c.Raw) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(s.ca().pins, func(p []byte) bool { return bytes.Equal(der, p) })
 }
 
 func (s *Service) rememberRVR(key store.DeviceKey, rec rvrRecord) {

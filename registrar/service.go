@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmhodges/clock"
@@ -20,7 +21,6 @@ import (
 
 	"github.com/gatehouse-pki/gatehouse/internal/audit"
 	"github.com/gatehouse-pki/gatehouse/internal/web"
-	"github.com/gatehouse-pki/gatehouse/pki"
 	"github.com/gatehouse-pki/gatehouse/store"
 )
 
@@ -53,18 +53,23 @@ type manufacturer struct {
 // MASA client, ownership policy and the operator approval queue. It is safe
 // for concurrent use.
 type Service struct {
-	cfg    Config
-	log    *slog.Logger
-	clk    clock.Clock
-	db     *store.DB
-	audit  *audit.Recorder
-	ra     tls.Certificate
-	raKey  crypto.Signer
+	cfg   Config
+	log   *slog.Logger
+	clk   clock.Clock
+	db    *store.DB
+	audit *audit.Recorder
+	ra    tls.Certificate
+	raKey crypto.Signer
+	// domain is the configured domain CA chain, which the RA certificate
+	// chains to and registrar voucher-requests carry.
 	domain []*x509.Certificate
-	// domainRoots holds the last certificate of domain: LDevIDs chain to it.
-	domainRoots *x509.CertPool
-	// issuer signs LDevIDs; nil leaves EST enrolment refused.
-	issuer *pki.Issuer
+	// caPtr is the domain CA state: generations, issuer (nil leaves EST
+	// enrolment refused), /cacerts, LDevID roots, domainIDs (registrar/ca.go).
+	caPtr atomic.Pointer[caState]
+	// keys loads CA generation keys (set by LoadGenerations); rollMu
+	// serializes online rollovers.
+	keys   CAKeys
+	rollMu sync.Mutex
 	// estClientRoots holds Config.ESTClientIssuers; nil when none.
 	estClientRoots *x509.CertPool
 	// enrollFlight merges identical concurrent enrolments (reliability L8).
@@ -74,9 +79,6 @@ type Service struct {
 	masaSem      chan struct{}
 	flight       singleflight.Group
 	limits       *limiter
-	// domainIDs are the audit-log domainIDs that are ours (RFC 8995
-	// §5.8.2), as raw bytes keyed by string.
-	domainIDs map[string]bool
 
 	rvrMu sync.Mutex
 	rvrs  map[store.DeviceKey]rvrRecord
@@ -130,23 +132,19 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, errors.New("registrar: RA private key is not a crypto.Signer")
 	}
 	s := &Service{
-		cfg:       cfg,
-		log:       deps.Logger.With(slog.String("component", "registrar")),
-		clk:       deps.Clock,
-		db:        deps.Store,
-		audit:     deps.Audit,
-		ra:        deps.RA,
-		raKey:     key,
-		domain:    deps.DomainCA,
-		issuer:    deps.Issuer,
-		metrics:   newMetrics(deps.Metrics),
-		masaSem:   make(chan struct{}, cfg.MASAMaxInFlight),
-		limits:    newLimiter(cfg.PerIP, cfg.PerIDevID),
-		domainIDs: map[string]bool{},
-		rvrs:      map[store.DeviceKey]rvrRecord{},
+		cfg:     cfg,
+		log:     deps.Logger.With(slog.String("component", "registrar")),
+		clk:     deps.Clock,
+		db:      deps.Store,
+		audit:   deps.Audit,
+		ra:      deps.RA,
+		raKey:   key,
+		domain:  deps.DomainCA,
+		metrics: newMetrics(deps.Metrics),
+		masaSem: make(chan struct{}, cfg.MASAMaxInFlight),
+		limits:  newLimiter(cfg.PerIP, cfg.PerIDevID),
+		rvrs:    map[store.DeviceKey]rvrRecord{},
 	}
-	s.domainRoots = x509.NewCertPool()
-	s.domainRoots.AddCert(deps.DomainCA[len(deps.DomainCA)-1])
 	if len(cfg.ESTClientIssuers) > 0 {
 		s.estClientRoots = x509.NewCertPool()
 		for _, c := range cfg.ESTClientIssuers {
@@ -156,11 +154,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 			s.estClientRoots.AddCert(c)
 		}
 	}
-	for _, c := range append([]*x509.Certificate{deps.RA.Leaf}, deps.DomainCA...) {
-		for _, id := range domainIDsOf(c) {
-			s.domainIDs[string(id)] = true
-		}
-	}
+	s.caPtr.Store(newCAState(deps.Issuer, deps.DomainCA, deps.RA.Leaf))
 	for _, m := range cfg.Manufacturers {
 		mm := manufacturer{Manufacturer: m, roots: x509.NewCertPool(), allowlist: map[string]bool{}}
 		for _, r := range m.IDevIDRoots {

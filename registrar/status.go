@@ -414,7 +414,7 @@ func (s *Service) CheckAuditLog(ctx context.Context, key store.DeviceKey) error 
 // auditLogViolation returns why log breaks policy, or "".
 func (s *Service) auditLogViolation(log *voucher.AuditLog) string {
 	for _, e := range log.Events {
-		if id, err := e.DomainIDBytes(); err != nil || !s.domainIDs[string(id)] {
+		if id, err := e.DomainIDBytes(); err != nil || !s.ca().domainIDs[string(id)] {
 			return "audit log names a foreign domainID " + e.DomainID
 		}
 		if e.Nonce == "" {

@@ -216,9 +216,10 @@ func (s *Service) classifyLDevID(leaf *x509.Certificate, inter *x509.CertPool, n
 	if expired {
 		at = leaf.NotAfter
 	}
+	st := s.ca()
 	chains, err := leaf.Verify(x509.VerifyOptions{
-		Roots:         s.domainRoots,
-		Intermediates: s.domainInter(inter),
+		Roots:         st.roots,
+		Intermediates: st.withInter(inter),
 		CurrentTime:   at,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
 	})
@@ -228,10 +229,11 @@ func (s *Service) classifyLDevID(leaf *x509.Certificate, inter *x509.CertPool, n
 	return &Peer{Kind: PeerLDevID, Leaf: leaf, Chain: chains[0], Expired: expired}, true
 }
 
-// domainInter adds the domain CA's intermediates to the peer's.
-func (s *Service) domainInter(inter *x509.CertPool) *x509.CertPool {
+// withInter adds the domain CA's intermediates and rollover link
+// certificates to the peer's: an LDevID of any generation verifies.
+func (st *caState) withInter(inter *x509.CertPool) *x509.CertPool {
 	p := inter.Clone()
-	for _, c := range s.domain[:len(s.domain)-1] {
+	for _, c := range st.inter {
 		p.AddCert(c)
 	}
 	return p

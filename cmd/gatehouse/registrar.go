@@ -30,6 +30,8 @@ const (
 	registrarDBFile = "registrar.db"
 	masaDBFile      = "masa.db"
 	auditFileName   = "audit.log"
+	// caKeyDir holds the domain CA keys a rollover generates.
+	caKeyDir = "ca"
 )
 
 func (a *app) registrarCmd() *cobra.Command {
@@ -142,6 +144,13 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 	})
 	if err != nil {
 		return err
+	}
+	keyRef, err := filepath.Abs(cfg.DomainCA.KeyFile)
+	if err != nil {
+		return err
+	}
+	if err := svc.LoadGenerations(ctx, registrar.KeyFiles{Dir: filepath.Join(cfg.DataDir, caKeyDir)}, keyRef); err != nil {
+		return fmt.Errorf("domain CA generations: %w", err)
 	}
 	if cfg.Listen.CoAPS != "" {
 		logger.Warn("CoAPS is not served yet; listen.coaps is ignored", slog.String("addr", cfg.Listen.CoAPS))

@@ -41,6 +41,8 @@ const (
 	MASADBFile         = "masa.db"
 	RegistrarAuditFile = "audit.log"
 	MASAAuditFile      = "masa-audit.log"
+	// CAKeyDir holds the domain CA keys a rollover generates.
+	CAKeyDir = "ca"
 )
 
 // Options configure Open.
@@ -269,6 +271,15 @@ func (l *Lab) openRegistrar(ctx context.Context, opts Options) error {
 	})
 	if err != nil {
 		return fmt.Errorf("lab: %w", err)
+	}
+	// The store's CA generations decide which key issues (a rollover
+	// replaces the lab's first domain CA); new keys go to DIR/ca.
+	keyRef, err := filepath.Abs(p.Paths.DomainCAKey)
+	if err != nil {
+		return fmt.Errorf("lab: %w", err)
+	}
+	if err := svc.LoadGenerations(ctx, registrar.KeyFiles{Dir: filepath.Join(opts.Dir, CAKeyDir)}, keyRef); err != nil {
+		return fmt.Errorf("lab: CA generations: %w", err)
 	}
 	estSrv, err := est.NewServer(est.Config{}, est.Deps{Logger: opts.Logger, Clock: opts.Clock, Metrics: opts.Metrics, CA: svc})
 	if err != nil {
