@@ -1,0 +1,28 @@
+package registrar
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+)
+
+// The hooks below let a transport other than crypto/tls (the CoAP/DTLS
+// listener in package coap, cBRSKI) authenticate pledges with exactly the
+// code the HTTPS listener uses.
+
+// Certificate returns the RA certificate chain and key the registrar
+// serves, for a DTLS listener (cBRSKI: every resource on one endpoint, the
+// same identity).
+func (s *Service) Certificate() tls.Certificate {
+	return s.ra
+}
+
+// VerifyPeer classifies a client chain presented in a DTLS handshake as
+// TLSConfig's VerifyConnection does for TLS: an IDevID of a configured
+// manufacturer or an LDevID this registrar issued, else an error (the
+// handshake ends with an alert). When ctx carries a connection record
+// (ConnContext), the classified peer is noted there, so the connection's
+// requests reuse it and the chain is not verified again per request.
+func (s *Service) VerifyPeer(ctx context.Context, certs []*x509.Certificate) error {
+	return s.verifyConnection(ctx, connStateFrom(ctx))(tls.ConnectionState{PeerCertificates: certs})
+}
