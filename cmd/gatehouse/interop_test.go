@@ -31,7 +31,7 @@ type interopLab struct {
 	paths      lab.Paths
 }
 
-func startInteropLab(t *testing.T) *interopLab {
+func startInteropLab(t testing.TB) *interopLab {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("runs the gatehouse lab and third-party clients; skipped with -short")
@@ -53,7 +53,7 @@ func startInteropLab(t *testing.T) *interopLab {
 
 // voucher runs the voucher phase for a lab pledge with the pledge library
 // (no EST), which authorizes its IDevID for simpleenroll.
-func (l *interopLab) voucher(t *testing.T, serial string) {
+func (l *interopLab) voucher(t testing.TB, serial string) {
 	t.Helper()
 	u, _ := url.Parse(l.registrar)
 	chain, err := readCertificates(l.paths.PledgeIDevID(serial))
@@ -109,7 +109,7 @@ func run(t *testing.T, dir string, stdin []byte, name string, args ...string) []
 	return out.Bytes()
 }
 
-func lookPath(t *testing.T, name string) string {
+func lookPath(t testing.TB, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {

@@ -25,7 +25,7 @@ const (
 // buildGatehouse builds this command into a temporary directory and returns
 // the binary's path. The build cache makes every build after the first
 // cheap.
-func buildGatehouse(t *testing.T) string {
+func buildGatehouse(t testing.TB) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -65,7 +65,7 @@ func (w syncWriter) Write(p []byte) (int, error) {
 
 // startProc starts bin with args in dir. The process is killed at the end
 // of the test if still running.
-func startProc(t *testing.T, dir, bin string, args ...string) *proc {
+func startProc(t testing.TB, dir, bin string, args ...string) *proc {
 	t.Helper()
 	p := &proc{lines: make(chan string, 256), done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
@@ -114,9 +114,9 @@ func (p *proc) output() (stdout, stderr string) {
 
 // readUntilReady reads stdout lines into a map of "key: value" lines until
 // the line starting with "ready", and returns the map and every line.
-func (p *proc) readUntilReady(t *testing.T) (map[string]string, []string) {
-	const last = "ready"
+func (p *proc) readUntilReady(t testing.TB) (map[string]string, []string) {
 	t.Helper()
+	const last = "ready"
 	kv := map[string]string{}
 	var all []string
 	timeout := time.NewTimer(procStartTimeout)
@@ -144,7 +144,7 @@ func (p *proc) readUntilReady(t *testing.T) (map[string]string, []string) {
 }
 
 // stop sends SIGTERM and requires a clean exit (status 0) within the bound.
-func (p *proc) stop(t *testing.T) {
+func (p *proc) stop(t testing.TB) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
@@ -162,7 +162,7 @@ func (p *proc) stop(t *testing.T) {
 
 // waitHealthy polls url until it answers 200, within a bounded deadline
 // (a child process is not something a test can synchronise with otherwise).
-func waitHealthy(t *testing.T, url string) {
+func waitHealthy(t testing.TB, url string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), procStartTimeout)
 	defer cancel()
