@@ -20,6 +20,11 @@ const (
 	PathAdminDevices = "/api/v1/devices"
 	pathAdminApprove = "/api/v1/devices/{serial}/approve"
 	pathAdminDeny    = "/api/v1/devices/{serial}/deny"
+	// PathAdminCA is the domain CA lifecycle: GET the status, POST
+	// rollover, POST revoke.
+	PathAdminCA         = "/api/v1/ca"
+	pathAdminCARollover = "/api/v1/ca/rollover"
+	pathAdminCARevoke   = "/api/v1/ca/revoke/{serial}"
 )
 
 // maxAdminBody caps an admin request body (a deny reason).
@@ -53,6 +58,9 @@ type DeviceList struct {
 //	GET  /api/v1/devices[?status=S&serial=N&cursor=C&limit=L]  → 200 DeviceList
 //	POST /api/v1/devices/{serial}/approve                     → 204
 //	POST /api/v1/devices/{serial}/deny   [{"reason": "…"}]    → 204
+//	GET  /api/v1/ca[?renewalWindow=720h]                      → 200 CAStatus
+//	POST /api/v1/ca/rollover                                  → 200 RolloverResult
+//	POST /api/v1/ca/revoke/{serial}     [{"reason": "…"}]    → 204
 //
 // Everything else is 404 or 405. The caller serves it on the admin
 // listener, which authenticates operators.
@@ -61,10 +69,13 @@ func (s *Service) AdminHandler() http.Handler {
 	mux.Handle("GET "+PathAdminDevices, web.Handle(s.handleListDevices, web.WriteProblem))
 	mux.Handle("POST "+pathAdminApprove, web.Handle(s.handleApprove, web.WriteProblem))
 	mux.Handle("POST "+pathAdminDeny, web.Handle(s.handleDeny, web.WriteProblem))
+	mux.Handle("GET "+PathAdminCA, web.Handle(s.handleCAStatus, web.WriteProblem))
+	mux.Handle("POST "+pathAdminCARollover, web.Handle(s.handleCARollover, web.WriteProblem))
+	mux.Handle("POST "+pathAdminCARevoke, web.Handle(s.handleCARevoke, web.WriteProblem))
 	notAllowed := web.Handle(func(http.ResponseWriter, *http.Request) error {
 		return problem.New(problem.MethodNotAllowed, nil, "method not allowed")
 	}, web.WriteProblem)
-	for _, p := range []string{PathAdminDevices, pathAdminApprove, pathAdminDeny} {
+	for _, p := range []string{PathAdminDevices, pathAdminApprove, pathAdminDeny, PathAdminCA, pathAdminCARollover, pathAdminCARevoke} {
 		mux.Handle(p, notAllowed)
 	}
 	mux.Handle("/", web.Handle(func(http.ResponseWriter, *http.Request) error {
@@ -183,4 +194,69 @@ func (s *Service) decide(ctx context.Context, serial string, to store.DeviceStat
 		return fmt.Errorf("transition device: %w", err)
 	}
 	return nil
+}
+
+func (s *Service) handleCAStatus(w http.ResponseWriter, r *http.Request) error {
+	var window time.Duration
+	if v := r.URL.Query().Get("renewalWindow"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return problem.New(problem.BadRequest, err, "renewalWindow must be a positive duration such as 720h")
+		}
+		window = d
+	}
+	st, err := s.CAStatus(r.Context(), window)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, st)
+}
+
+func (s *Service) handleCARollover(w http.ResponseWriter, r *http.Request) error {
+	res, err := s.RolloverCA(r.Context(), RolloverDeps{})
+	if err != nil {
+		return err
+	}
+	web.EventFrom(r.Context()).Add(slog.String("from", res.From), slog.String("to", res.To))
+	return writeJSON(w, http.StatusOK, res)
+}
+
+func (s *Service) handleCARevoke(w http.ResponseWriter, r *http.Request) error {
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	body, err := web.ReadBody(w, r, maxAdminBody)
+	if err != nil {
+		return err
+	}
+	if len(body) > 0 {
+		if err := json.Unmarshal(body, &req); err != nil {
+			return problem.New(problem.BadRequest, err, "the body must be {\"reason\": \"…\"}")
+		}
+	}
+	serial, err := ParseSerial(r.PathValue("serial"))
+	if err != nil {
+		return problem.New(problem.BadRequest, err, "%v", err)
+	}
+	reason, err := ParseRevocationReason(req.Reason)
+	if err != nil {
+		return problem.New(problem.BadRequest, err, "%v", err)
+	}
+	web.EventFrom(r.Context()).Add(slog.String("cert_serial", serial.Text(16)))
+	if err := s.Revoke(r.Context(), serial, reason); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode response: %w", err)
+	}
+	w.Header().Set("Content-Type", MediaTypeJSON)
+	w.WriteHeader(status)
+	_, err = w.Write(append(b, '\n'))
+	return err
 }

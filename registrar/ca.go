@@ -188,17 +188,8 @@ func (s *Service) LoadGenerations(ctx context.Context, keys CAKeys, keyRef strin
 		s.log.Warn("domain CA has an intermediate; CA generations and rollover are not used", slog.Int("chain", len(s.domain)))
 		return nil
 	}
-	gens, err := s.db.Generations(ctx)
-	if err != nil {
+	if err := RecordFirstGeneration(ctx, s.db, s.domain[0], keyRef); err != nil {
 		return err
-	}
-	if len(gens) == 0 {
-		root := s.domain[0]
-		g := store.Generation{ID: GenerationID(root), Certificate: root.Raw, KeyRef: keyRef, Active: true}
-		ev := audit.New(CAGenerationRecorded, "generation", g.ID, "subject", root.Subject.String(), "not_after", root.NotAfter.UTC().Format(time.RFC3339))
-		if err := s.db.PutGeneration(ctx, g, ev); err != nil {
-			return err
-		}
 	}
 	st, err := buildCAState(ctx, s.db, keys, cur.issuer, s.ra.Leaf, s.clk)
 	if err != nil {
@@ -207,6 +198,19 @@ func (s *Service) LoadGenerations(ctx context.Context, keys CAKeys, keyRef strin
 	s.caPtr.Store(st)
 	s.keys = keys
 	return s.finishSwitched(ctx)
+}
+
+// RecordFirstGeneration records root (a self-signed domain CA whose key is
+// at keyRef) as the first, active CA generation when the store has none
+// yet; otherwise it does nothing.
+func RecordFirstGeneration(ctx context.Context, db *store.DB, root *x509.Certificate, keyRef string) error {
+	gens, err := db.Generations(ctx)
+	if err != nil || len(gens) > 0 {
+		return err
+	}
+	g := store.Generation{ID: GenerationID(root), Certificate: root.Raw, KeyRef: keyRef, Active: true}
+	ev := audit.New(CAGenerationRecorded, "generation", g.ID, "subject", root.Subject.String(), "not_after", root.NotAfter.UTC().Format(time.RFC3339), "key_ref", keyRef)
+	return db.PutGeneration(ctx, g, ev)
 }
 
 // finishSwitched closes a rollover that reached the switch: this registrar

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -371,4 +373,69 @@ func requireOneActive(t *testing.T, db *store.DB) store.Generation {
 		t.Fatalf("%d active generations, want exactly 1", len(active))
 	}
 	return active[0]
+}
+
+// TestAdmin_CARevoke revokes through the admin API: 204, then the LDevID is
+// refused for re-enrolment on the connection it already had open (the
+// store is read per request, attack table D08); unknown serial 404, twice
+// 409, a bad reason 400; the status counts the revoked certificate.
+func TestAdmin_CARevoke(t *testing.T) {
+	t.Parallel()
+	e := generationsEnv(t)
+	ctx := t.Context()
+	_, leaf, key := e.enrolled(t, "SN-REVOKE-1")
+	lp := registrartest.LDevIDPledge(t, e.reg, "SN-REVOKE-1", leaf, key)
+	// The first request opens the connection that the later one reuses.
+	if resp, _, err := lp.Post(ctx, registrar.PathEnrollStatus, registrar.MediaTypeJSON, []byte(`{"version":1,"status":true}`)); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("enrollstatus with the LDevID: %v %v", err, resp)
+	}
+	admin := httptestServer(t, e.reg.Service.AdminHandler())
+	post := func(path, body string) int {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, admin+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	sn := leaf.SerialNumber.Text(16)
+	for _, tc := range []struct {
+		path, body string
+		want       int
+	}{
+		{"/api/v1/ca/revoke/" + sn, `{"reason":"certificateHold"}`, http.StatusBadRequest},
+		{"/api/v1/ca/revoke/zz", ``, http.StatusBadRequest},
+		{"/api/v1/ca/revoke/0abcdef1", ``, http.StatusNotFound},
+		{"/api/v1/ca/revoke/" + sn, `{"reason":"keyCompromise"}`, http.StatusNoContent},
+		{"/api/v1/ca/revoke/" + sn, ``, http.StatusConflict},
+	} {
+		if got := post(tc.path, tc.body); got != tc.want {
+			t.Errorf("POST %s %s = %d, want %d", tc.path, tc.body, got, tc.want)
+		}
+	}
+	_, resp, _, err := lp.EST(ctx, est.OpSimpleReenroll, registrartest.NewCSR(t, pkitest.NewKey(t), "SN-REVOKE-1"))
+	if err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("reenroll after revocation on the open connection: %v %v, want 403", err, resp)
+	}
+	rec, err := e.reg.DB().Certificate(ctx, leaf.SerialNumber)
+	if err != nil || rec.Status != store.CertRevoked || rec.RevocationReason != 1 {
+		t.Errorf("stored: %+v %v", rec, err)
+	}
+	st, err := e.reg.Service.CAStatus(ctx, 0)
+	if err != nil || len(st.Generations) != 1 || st.Generations[0].Revoked != 1 || st.Generations[0].LDevIDs != 0 {
+		t.Errorf("status: %+v %v", st, err)
+	}
+	e.reg.RequireAudit(t, registrar.LDevIDRevoked, "SN-REVOKE-1")
+}
+
+func httptestServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }

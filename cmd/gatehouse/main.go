@@ -73,7 +73,7 @@ over EST (RFC 7030) from its domain CA.`,
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(a.versionCmd(), a.configCmd(), a.voucherCmd(), a.labCmd(), a.registrarCmd(), a.masaCmd(), a.pledgeCmd(), a.devicesCmd(), a.benchCmd())
+	root.AddCommand(a.versionCmd(), a.configCmd(), a.voucherCmd(), a.labCmd(), a.registrarCmd(), a.masaCmd(), a.pledgeCmd(), a.devicesCmd(), a.caCmd(), a.benchCmd())
 	return root
 }
 

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jmhodges/clock"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatehouse-pki/gatehouse/internal/lab"
+	"github.com/gatehouse-pki/gatehouse/registrar"
+)
+
+func openTestLab(t *testing.T, dir string) *lab.Lab {
+	t.Helper()
+	fc := clock.NewFake()
+	fc.Set(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	l, err := lab.Open(t.Context(), lab.Options{
+		Dir: dir, HTTPSAddr: "127.0.0.1:0", MASAAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		Clock: fc, Logger: slog.New(slog.DiscardHandler), Metrics: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func caStatusJSON(t *testing.T, args ...string) registrar.CAStatus {
+	t.Helper()
+	code, out, errOut := runCLI(t, append([]string{"ca", "status", "--json"}, args...)...)
+	if code != 0 {
+		t.Fatalf("ca status: exit %d: %s", code, errOut)
+	}
+	var st registrar.CAStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("ca status --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+// TestCA_Offline runs status and rollover on a stopped lab's data
+// directory; the next start issues with the new generation and serves the
+// four rollover certificates on /cacerts.
+func TestCA_Offline(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	l := openTestLab(t, dir)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st := caStatusJSON(t, "--data", dir)
+	if len(st.Generations) != 1 || !st.Generations[0].Active || st.Issuing != st.Generations[0].ID {
+		t.Fatalf("status before: %+v", st)
+	}
+	code, out, errOut := runCLI(t, "ca", "rollover", "--data", dir)
+	if code != 0 || !strings.Contains(out, "rolled over (offline)") {
+		t.Fatalf("ca rollover: exit %d\n%s%s", code, out, errOut)
+	}
+	st = caStatusJSON(t, "--data", dir)
+	if len(st.Generations) != 2 || st.Issuing != st.Generations[1].ID || st.Generations[1].Previous != st.Generations[0].ID || st.OverlapEnd.IsZero() || st.Rollover != nil {
+		t.Fatalf("status after: %+v", st)
+	}
+	code, out, _ = runCLI(t, "ca", "status", "--data", dir)
+	if code != 0 || !strings.Contains(out, "issuing: "+st.Issuing) || !strings.Contains(out, "overlap ends:") {
+		t.Errorf("ca status text:\n%s", out)
+	}
+	l = openTestLab(t, dir)
+	defer l.Close()
+	if cs := l.Registrar.CACertificates(); len(cs) != 4 || registrar.GenerationID(cs[0]) != st.Issuing {
+		t.Errorf("after restart /cacerts has %d certificates, first %x", len(cs), cs[0].SubjectKeyId)
+	}
+}
+
+// TestCA_Online: with the lab running (its store locked) the commands go
+// through its admin API; without a reachable admin API they refuse to
+// touch the locked store.
+func TestCA_Online(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	l := openTestLab(t, dir)
+	defer l.Close()
+	var ready atomic.Bool
+	ready.Store(true)
+	srv := &http.Server{Handler: adminHandler(prometheus.NewRegistry(), l.Registrar.AdminHandler(), &ready), ReadHeaderTimeout: time.Second}
+	go func() { _ = srv.Serve(l.Admin) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	admin := "http://" + lab.Dialable(l.Admin)
+
+	code, out, errOut := runCLI(t, "ca", "rollover", "--data", dir, "--admin", admin)
+	if code != 0 || !strings.Contains(out, "rolled over (online)") {
+		t.Fatalf("ca rollover online: exit %d\n%s%s", code, out, errOut)
+	}
+	if cs := l.Registrar.CACertificates(); len(cs) != 4 {
+		t.Errorf("the running lab serves %d CA certificates after an online rollover, want 4", len(cs))
+	}
+	st := caStatusJSON(t, "--data", dir, "--admin", admin)
+	if len(st.Generations) != 2 || !st.Generations[1].Active {
+		t.Errorf("online status: %+v", st)
+	}
+	// Revoke: unknown serial is a clear failure; a bad reason a usage error.
+	if code, _, errOut := runCLI(t, "ca", "revoke", "abcdef", "--data", dir, "--admin", admin); code != exitFailure || !strings.Contains(errOut, "no certificate") {
+		t.Errorf("revoke unknown serial: exit %d: %s", code, errOut)
+	}
+	if code, _, _ := runCLI(t, "ca", "revoke", "abcdef", "--reason", "certificateHold", "--data", dir); code != exitUsage {
+		t.Errorf("revoke with certificateHold: exit %d, want %d", code, exitUsage)
+	}
+	// Locked store and nothing answering on the admin address.
+	code, _, errOut = runCLI(t, "ca", "rollover", "--data", dir, "--admin", "http://127.0.0.1:1")
+	if code == 0 || !strings.Contains(errOut, "locked by a running process") {
+		t.Errorf("rollover with the store locked and no admin API: exit %d: %s", code, errOut)
+	}
+}
