@@ -168,7 +168,7 @@ func (s *Service) issueKey(ctx context.Context, e *enrollment, pub crypto.Public
 	flightKey := e.op + "\x00" + e.key.String() + "\x00" + hex.EncodeToString(kh[:])
 	v, err, _ := s.enrollFlight.Do(flightKey, func() (any, error) {
 		if e.reuse {
-			if c, err := s.reusable(ctx, e.key, spki); err != nil || c != nil {
+			if c, err := s.reusable(ctx, e.key, spki, kh); err != nil || c != nil {
 				return c, err
 			}
 		}
@@ -181,8 +181,21 @@ func (s *Service) issueKey(ctx context.Context, e *enrollment, pub crypto.Public
 }
 
 // reusable returns the device's unrevoked, unexpired certificate for the
-// key spki, or nil.
-func (s *Service) reusable(ctx context.Context, key store.DeviceKey, spki []byte) (*x509.Certificate, error) {
+// key spki (whose hash is kh), or nil.
+func (s *Service) reusable(ctx context.Context, key store.DeviceKey, spki []byte, kh store.KeyHash) (*x509.Certificate, error) {
+	// Every stored certificate's key is in the key index (CompleteIssuance
+	// writes both in one transaction), so a key it does not hold for this
+	// device was never certified for it: nothing to read. Only a retry pays
+	// for reading and parsing the device's certificates, which otherwise
+	// grows with every enrolment of the device.
+	switch owner, err := s.db.DeviceForKey(ctx, kh); {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("key index: %w", err)
+	case owner != key:
+		return nil, nil
+	}
 	certs, err := s.db.CertificatesFor(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("read certificates: %w", err)
