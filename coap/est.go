@@ -20,6 +20,9 @@ var links = []struct{ path, rt, ct string }{
 	{PathSren, "ace.est.sren", "281 287"},
 	{PathAtt, "ace.est.att", "285"},
 	{PathSkg, "ace.est.skg", "62"},
+	{PathRV, "brski.rv", "836"},
+	{PathVS, "brski.vs", "60 50"},
+	{PathES, "brski.es", "60 50"},
 }
 
 // core serves GET /.well-known/core in link format, filtered by an

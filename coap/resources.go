@@ -23,6 +23,7 @@ import (
 
 	"github.com/gatehouse-pki/gatehouse/est"
 	"github.com/gatehouse-pki/gatehouse/internal/problem"
+	"github.com/gatehouse-pki/gatehouse/store"
 )
 
 // session is the per-DTLS-session state: the authenticated chain, the
@@ -61,6 +62,7 @@ type request struct {
 	accept int // -1 when absent
 	body   []byte
 	query  []string
+	remote string
 	ses    *session
 }
 
@@ -81,6 +83,9 @@ func (s *Server) newRoutes() map[string]route {
 		PathSen:  {name: "sen", method: codes.POST, formats: []uint16{FormatPKCS10}, run: s.enroll(false)},
 		PathSren: {name: "sren", method: codes.POST, formats: []uint16{FormatPKCS10}, run: s.enroll(true)},
 		PathSkg:  {name: "skg", method: codes.POST, formats: []uint16{FormatPKCS10}, run: s.skg},
+		PathRV:   {name: "rv", method: codes.POST, formats: []uint16{FormatVoucherCOSE}, run: s.rv},
+		PathVS:   {name: "vs", method: codes.POST, formats: []uint16{FormatCBOR, FormatJSON}, run: s.status(store.TelemetryVoucherStatus)},
+		PathES:   {name: "es", method: codes.POST, formats: []uint16{FormatCBOR, FormatJSON}, run: s.status(store.TelemetryEnrollStatus)},
 	}
 }
 
@@ -190,7 +195,7 @@ func (s *Server) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], m *po
 // option. done reports that a 2.31 Continue was sent for a non-final
 // block.
 func (s *Server) readRequest(w *responsewriter.ResponseWriter[*udpclient.Conn], m *pool.Message, ses *session, path string, rt route) (*request, bool, error) {
-	req := &request{path: path, method: m.Code(), format: -1, accept: -1, ses: ses}
+	req := &request{path: path, method: m.Code(), format: -1, accept: -1, ses: ses, remote: w.Conn().RemoteAddr().String()}
 	if cf, err := m.ContentFormat(); err == nil {
 		req.format = int(cf)
 	}

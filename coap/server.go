@@ -88,8 +88,10 @@ func (cfg Config) Validate() error {
 }
 
 // Registrar is what the listener needs from registrar.Service: its
-// identity, and the pledge authentication the TLS listener uses.
+// identity, the pledge authentication the TLS listener uses, and the
+// voucher and status API.
 type Registrar interface {
+	Voucher
 	Certificate() tls.Certificate
 	ConnContext(ctx context.Context, c net.Conn) context.Context
 	VerifyPeer(ctx context.Context, certs []*x509.Certificate) error
