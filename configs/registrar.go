@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse-pki/gatehouse/coap"
 	"github.com/gatehouse-pki/gatehouse/internal/web"
 	"github.com/gatehouse-pki/gatehouse/pki"
 	"github.com/gatehouse-pki/gatehouse/registrar"
@@ -35,6 +36,8 @@ type Registrar struct {
 	MASAClient MASAClient `yaml:"masaClient"`
 	// EST configures the EST endpoints beyond what BRSKI pledges need.
 	EST EST `yaml:"est"`
+	// CoAPS bounds the DTLS listener of listen.coaps.
+	CoAPS CoAPS `yaml:"coaps"`
 	// Log configures the request log and the audit trail.
 	Log Log `yaml:"log"`
 }
@@ -160,6 +163,27 @@ type EST struct {
 	// over TLS only. For lab setups; the registrar logs a warning at start.
 	// Mode must not be group/world readable. Default: none.
 	BasicPasswordFile string `yaml:"basicPasswordFile"`
+}
+
+// CoAPS bounds the CoAPS (DTLS) listener (reliability F09, F10). Zero
+// values take the coap package's defaults.
+type CoAPS struct {
+	// MaxSessions caps concurrent DTLS sessions, handshakes included; a
+	// further handshake is refused. Default 128.
+	MaxSessions int `yaml:"maxSessions"`
+	// HandshakeTimeout bounds one DTLS handshake. Default 10s, at most 1m.
+	HandshakeTimeout Duration `yaml:"handshakeTimeout"`
+	// IdleTimeout closes a session without traffic. Default 2m.
+	IdleTimeout Duration `yaml:"idleTimeout"`
+}
+
+// Config returns the coap package's configuration, defaults filled in.
+func (c CoAPS) Config() coap.Config {
+	return coap.Config{
+		MaxSessions:      c.MaxSessions,
+		HandshakeTimeout: time.Duration(c.HandshakeTimeout),
+		IdleTimeout:      time.Duration(c.IdleTimeout),
+	}.WithDefaults()
 }
 
 // MASAClient bounds the registrar's outbound MASA calls (reliability D4).
@@ -310,6 +334,9 @@ func (c Registrar) Validate() error {
 	}
 	if c.MASAClient.DialTimeout <= 0 || c.MASAClient.Timeout <= 0 || c.MASAClient.DialTimeout > c.MASAClient.Timeout {
 		add("masaClient: need 0 < dialTimeout <= timeout")
+	}
+	if err := c.CoAPS.Config().Validate(); err != nil {
+		add("coaps: %w", err)
 	}
 	if c.MASAClient.MaxInFlight < 1 || c.MASAClient.MaxInFlight > 4096 {
 		add("masaClient.maxInFlight: %d is outside 1..4096", c.MASAClient.MaxInFlight)

@@ -7,6 +7,7 @@ set -euo pipefail
 need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
+command -v coap-client-openssl >/dev/null 2>&1 || need+=(libcoap3-bin)
 
 if ((${#need[@]} == 0)); then
 	exit 0

@@ -28,6 +28,7 @@ type interopLab struct {
 	work, data string
 	registrar  string // https://127.0.0.1:port
 	host       string // 127.0.0.1:port
+	coaps      string // 127.0.0.1:port of the CoAPS (DTLS) listener
 	paths      lab.Paths
 }
 
@@ -39,14 +40,18 @@ func startInteropLab(t testing.TB) *interopLab {
 	bin := buildGatehouse(t)
 	work := t.TempDir()
 	data := filepath.Join(work, "data")
-	p := startProc(t, work, bin, "lab", "--data", data, "--https", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+	p := startProc(t, work, bin, "lab", "--data", data, "--https", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0")
 	kv, _ := p.readUntilReady(t)
 	waitHealthy(t, kv["admin"]+"/readyz")
 	u, err := url.Parse(kv["registrar"])
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &interopLab{work: work, data: data, registrar: kv["registrar"], host: u.Host, paths: lab.PathsFor(data)}
+	cu, err := url.Parse(kv["coaps"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &interopLab{work: work, data: data, registrar: kv["registrar"], host: u.Host, coaps: cu.Host, paths: lab.PathsFor(data)}
 	t.Cleanup(func() { p.stop(t) })
 	return l
 }

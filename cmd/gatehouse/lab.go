@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/gatehouse-pki/gatehouse/coap"
 	"github.com/gatehouse-pki/gatehouse/internal/lab"
 )
 
@@ -33,7 +35,8 @@ DIR/masa.db; audit trails: DIR/audit.log, DIR/masa-audit.log.
 It prints the bound addresses (port 0 picks a free port) and a ready-to-paste
 pledge command, then serves until SIGINT or SIGTERM.
 
---coaps is accepted, but CoAP over DTLS is not served yet.`,
+The registrar also serves cBRSKI and EST-coaps over DTLS on --coaps
+(docs/flows/coap.md).`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.runLab(cmd, f)
@@ -42,7 +45,7 @@ pledge command, then serves until SIGINT or SIGTERM.
 	fl := cmd.Flags()
 	fl.StringVar(&f.data, "data", "./data", "data directory (lab PKI, stores, audit files)")
 	fl.StringVar(&f.https, "https", lab.DefaultHTTPSAddr, "registrar HTTPS (BRSKI) listen address")
-	fl.StringVar(&f.coaps, "coaps", lab.DefaultCoAPSAddr, "registrar CoAPS listen address (not served yet)")
+	fl.StringVar(&f.coaps, "coaps", lab.DefaultCoAPSAddr, "registrar CoAPS (DTLS) listen address")
 	fl.StringVar(&f.masa, "masa", lab.DefaultMASAAddr, "MASA HTTPS listen address")
 	fl.StringVar(&f.admin, "admin", lab.DefaultAdminAddr, "admin listen address: /healthz, /readyz, /metrics, /api/v1/")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
@@ -79,13 +82,21 @@ func (a *app) runLab(cmd *cobra.Command, f labFlags) error {
 		{name: "masa", ln: l.MASAListener, srv: newServer(l.MASA.Handler(), l.MASA.TLSConfig(l.PKI.MASATLS), logger), tls: true},
 		{name: "admin", ln: l.Admin, srv: newServer(adminHandler(reg, l.Registrar.AdminHandler(), &ready), nil, logger)},
 	}
+	coaps, err := listenCoAPS(logger, a.clk, reg, l.Registrar, l.EST, f.coaps, coap.Config{})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	coaps.serve(logger, cancel)
 	registrarURL := "https://" + lab.Dialable(l.HTTPS)
-	a.printLabBanner(cmd, l, f, registrarURL)
+	a.printLabBanner(cmd, l, coaps.URL(), registrarURL)
 	logger.Info("lab serving",
 		slog.String("registrar", registrarURL),
 		slog.String("masa", l.MASAURL.String()),
 		slog.String("admin", "http://"+lab.Dialable(l.Admin)))
 	serveErr := serveAll(ctx, logger, eps, &ready)
+	coaps.stop()
 	closeErr := l.Close()
 	logger.Debug("stores closed")
 	if err := errors.Join(serveErr, closeErr); err != nil {
@@ -97,7 +108,7 @@ func (a *app) runLab(cmd *cobra.Command, f labFlags) error {
 
 // printLabBanner prints the lab's addresses, one "role: value" per line so
 // scripts can read them, and the pledge command.
-func (a *app) printLabBanner(cmd *cobra.Command, l *lab.Lab, f labFlags, registrarURL string) {
+func (a *app) printLabBanner(cmd *cobra.Command, l *lab.Lab, coapsURL, registrarURL string) {
 	w := cmd.OutOrStdout()
 	state := "reusing the lab PKI in"
 	if l.Generated {
@@ -108,7 +119,7 @@ func (a *app) printLabBanner(cmd *cobra.Command, l *lab.Lab, f labFlags, registr
 	fmt.Fprintf(w, "registrar: %s\n", registrarURL)
 	fmt.Fprintf(w, "masa: %s\n", l.MASAURL)
 	fmt.Fprintf(w, "admin: http://%s\n", lab.Dialable(l.Admin))
-	fmt.Fprintf(w, "coaps: %s (not served yet)\n", f.coaps)
+	fmt.Fprintf(w, "coaps: %s\n", coapsURL)
 	fmt.Fprintf(w, "masa-anchor: %s\n", p.Paths.MASA)
 	fmt.Fprintf(w, "domain-ca: %s\n", p.Paths.DomainCA)
 	fmt.Fprintf(w, "pledges: %s … %s in %s\n", p.Pledges[0].Serial, p.Pledges[len(p.Pledges)-1].Serial, p.Paths.PledgesDir)

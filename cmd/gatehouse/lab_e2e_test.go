@@ -213,7 +213,7 @@ func TestLab_EndToEnd(t *testing.T) {
 	bin := buildGatehouse(t)
 	work := t.TempDir()
 	data := filepath.Join(work, "data")
-	lab := startProc(t, work, bin, "lab", "--data", data, "--https", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+	lab := startProc(t, work, bin, "lab", "--data", data, "--https", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0")
 	kv, lines := lab.readUntilReady(t)
 	for _, k := range []string{"registrar", "masa", "admin", "coaps", "masa-anchor"} {
 		if kv[k] == "" {
@@ -275,7 +275,7 @@ func TestLab_EndToEnd(t *testing.T) {
 	}
 
 	// A restart reuses the lab.
-	lab2 := startProc(t, work, bin, "lab", "--data", data, "--https", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+	lab2 := startProc(t, work, bin, "lab", "--data", data, "--https", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0")
 	_, lines = lab2.readUntilReady(t)
 	if !strings.Contains(lines[0], "reusing the lab PKI") {
 		t.Fatalf("restart banner: %q", lines[0])

@@ -38,15 +38,15 @@ func (a *app) registrarCmd() *cobra.Command {
 	var config string
 	cmd := &cobra.Command{
 		Use:   "registrar --config FILE",
-		Short: "Run the registrar daemon (BRSKI over HTTPS, admin listener)",
+		Short: "Run the registrar daemon (BRSKI over HTTPS and CoAPS, admin listener)",
 		Long: `Runs the registrar from a YAML config (see "gatehouse config example
 registrar"): BRSKI over HTTPS on listen.https, and /healthz, /readyz,
 /metrics and the /api/v1/ admin API on listen.admin. Key files must be mode
 0600. Stops gracefully on SIGINT or SIGTERM.
 
 EST is served on the same listener; other EST clients than BRSKI pledges
-only as the est section allows. Not served yet: CoAPS (listen.coaps is
-accepted and ignored with a warning).`,
+only as the est section allows. With listen.coaps set, cBRSKI and EST-coaps
+are served over DTLS there too (the coaps section bounds it).`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if config == "" {
@@ -152,9 +152,6 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 	if err := svc.LoadGenerations(ctx, registrar.KeyFiles{Dir: filepath.Join(cfg.DataDir, caKeyDir)}, keyRef); err != nil {
 		return fmt.Errorf("domain CA generations: %w", err)
 	}
-	if cfg.Listen.CoAPS != "" {
-		logger.Warn("CoAPS is not served yet; listen.coaps is ignored", slog.String("addr", cfg.Listen.CoAPS))
-	}
 	if rcfg.ESTBasicAuth {
 		logger.Warn("EST accepts HTTP Basic users from est.basicPasswordFile: a lab setting, not for production", slog.Int("users", len(estCfg.Basic)))
 	}
@@ -181,9 +178,24 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 		}
 		eps = append(eps, endpoint{name: "admin", ln: adminLn, srv: newServer(adminHandler(reg, svc.AdminHandler(), &ready), nil, logger)})
 	}
+	var coaps *coapsEndpoint
+	if cfg.Listen.CoAPS != "" {
+		if coaps, err = listenCoAPS(logger, a.clk, reg, svc, estSrv, cfg.Listen.CoAPS, cfg.CoAPS.Config()); err != nil {
+			closeListeners(eps)
+			return err
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		coaps.serve(logger, cancel)
+		defer coaps.stop()
+	}
 	if err := rec.Record(ctx, audit.New(audit.Startup, "component", "registrar", "config", path, "listen", httpsLn.Addr().String())); err != nil {
 		closeListeners(eps)
 		return err
+	}
+	if coaps != nil {
+		fmt.Fprintf(cmd.OutOrStdout(), "coaps: %s\n", coaps.URL())
 	}
 	printEndpoints(cmd.OutOrStdout(), eps)
 	serveErr := serveAll(ctx, logger, eps, &ready)

@@ -51,6 +51,7 @@ func registrarConfig(t *testing.T, p lab.Paths, masaURL string) string {
 	cfg := `dataDir: ` + q(filepath.Join(filepath.Dir(path), "registrar-data")) + `
 listen:
   https: "127.0.0.1:0"
+  coaps: "127.0.0.1:0"
   admin: "127.0.0.1:0"
 tls: {certFile: ` + q(p.Registrar) + `, keyFile: ` + q(p.RegistrarKey) + `}
 domainCA: {certFile: ` + q(p.DomainCA) + `, keyFile: ` + q(p.DomainCAKey) + `}
@@ -92,6 +93,9 @@ func TestDaemons_MASAAndRegistrar(t *testing.T) {
 	rkv, _ := r.readUntilReady(t)
 	waitHealthy(t, rkv["admin"]+"/healthz")
 	waitHealthy(t, rkv["admin"]+"/readyz")
+	if !strings.HasPrefix(rkv["coaps"], "coaps://127.0.0.1:") {
+		t.Fatalf("registrar printed no CoAPS address: %v", rkv)
+	}
 
 	code, out, errOut := runBin(t, work, bin, "pledge", "enroll", "--registrar", rkv["registrar"],
 		"--idevid", p.PledgeIDevID("GH-0003"), "--key", p.PledgeKey("GH-0003"), "--out", filepath.Join(work, "out"))
