@@ -95,7 +95,7 @@ record is lost.`,
 	fl.IntVar(&f.serverPID, "server-pid", 0, "the registrar's process ID, to read its CPU and RSS from /proc")
 	fl.StringVar(&f.admin, "admin", "", "the registrar's admin URL, to read its CPU and RSS from /metrics")
 	fl.StringVar(&f.ledger, "ledger", "", "ledger file (default DIR/bench-ledger.jsonl)")
-	cmd.AddCommand(a.benchReconcileCmd())
+	cmd.AddCommand(a.benchReconcileCmd(), a.benchSeedCmd())
 	return cmd
 }
 
@@ -124,9 +124,11 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 		}
 	default:
 		var err error
+		started := a.clk.Now()
 		if child, err = startLabChild(ctx, f.labDir); err != nil {
 			return err
 		}
+		child.startup = a.clk.Since(started)
 		defer child.kill()
 		u = child.registrar
 		fmt.Fprintf(stderr, "bench: started gatehouse lab (pid %d) at %s\n", child.cmd.Process.Pid, u)
@@ -192,6 +194,7 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 		rep.SetFloor(floor)
 	}
 	if child != nil {
+		rep.ServerStartupS = child.startup.Seconds()
 		if err := child.stop(); err != nil {
 			return err
 		}
@@ -249,6 +252,47 @@ received is stored byte for byte. Exits non-zero if any record is lost.`,
 	return cmd
 }
 
+func (a *app) benchSeedCmd() *cobra.Command {
+	var data string
+	var devices int
+	cmd := &cobra.Command{
+		Use:   "seed --data DIR --devices N",
+		Short: "Add N enrolled device records to a stopped registrar's store, to measure with a large store",
+		Long: `Opens DIR/registrar.db (stop the registrar first) and adds device records
+SEED-000000001 … SEED-<N> (issuer "bench-seed", status enrolled), many writers
+sharing each group commit. Devices already there are kept, so a second run
+resumes. Then measure start-up and throughput with "gatehouse bench --lab DIR".`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if data == "" || devices <= 0 {
+				return usageError{errors.New("bench seed: --data DIR and --devices N (N > 0) are required")}
+			}
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			db, err := store.Open(filepath.Join(data, lab.RegistrarDBFile), store.Options{Clock: a.clk})
+			if err != nil {
+				return fmt.Errorf("bench seed: %w (is the registrar still running?)", err)
+			}
+			defer db.Close()
+			start := a.clk.Now()
+			err = bench.Seed(ctx, db, devices, func(done int) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "bench seed: %d devices\n", done)
+			})
+			if err != nil {
+				return err
+			}
+			if err := db.Close(); err != nil {
+				return fmt.Errorf("bench seed: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "seeded %d devices into %s in %.1f s\n", devices, filepath.Join(data, lab.RegistrarDBFile), a.clk.Since(start).Seconds())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", "", "the registrar's data directory (holding registrar.db)")
+	cmd.Flags().IntVar(&devices, "devices", 0, "how many device records to add")
+	return cmd
+}
+
 // reconcileLedger opens the registrar store under dir and checks the
 // ledger against it.
 func reconcileLedger(ctx context.Context, a *app, dir, ledgerPath string) (*bench.Reconciliation, error) {
@@ -277,7 +321,11 @@ func printBenchReport(w io.Writer, r *bench.Report, ledger string) {
 	}
 	fmt.Fprintf(w, "  latency ms:  p50 %.1f  p95 %.1f  p99 %.1f  max %.1f\n", r.P50Ms, r.P95Ms, r.P99Ms, r.MaxMs)
 	if r.ServerCPUS >= 0 {
-		fmt.Fprintf(w, "  server:      %.2f s CPU (%.3f ms per operation), peak RSS %.1f MiB\n", r.ServerCPUS, r.ServerCPUPerOpMs, r.ServerPeakRSSMiB)
+		fmt.Fprintf(w, "  server:      %.2f s CPU (%.3f ms per operation), peak RSS %.1f MiB", r.ServerCPUS, r.ServerCPUPerOpMs, r.ServerPeakRSSMiB)
+		if r.ServerStartupS > 0 {
+			fmt.Fprintf(w, ", started in %.2f s", r.ServerStartupS)
+		}
+		fmt.Fprintln(w)
 	} else {
 		fmt.Fprintln(w, "  server:      not measured (give --server-pid or --admin)")
 	}
@@ -301,6 +349,8 @@ type labChild struct {
 	cmd       *exec.Cmd
 	registrar *url.URL
 	log       *os.File
+	// startup is the time from exec to the ready line.
+	startup time.Duration
 	// exited is closed once the process was waited for, with waitErr set.
 	exited  chan struct{}
 	waitErr error

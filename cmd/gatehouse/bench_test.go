@@ -65,6 +65,7 @@ func TestBench_UsageErrors(t *testing.T) {
 		{"coaps", []string{"bench", "--lab", "x", "--coaps-share", "0.5"}, "CoAPS onboarding is not supported yet"},
 		{"http-registrar", []string{"bench", "--lab", "x", "--registrar", "http://127.0.0.1:1"}, "want https://host:port"},
 		{"reconcile-no-data", []string{"bench", "reconcile"}, "--data DIR is required"},
+		{"seed-no-devices", []string{"bench", "seed", "--data", "x"}, "--devices N"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

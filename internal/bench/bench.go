@@ -149,6 +149,9 @@ type Report struct {
 	// and ServerPeakRSSMiB the largest RSS sampled; both -1 when unknown.
 	ServerCPUS       float64 `json:"server_cpu_s"`
 	ServerPeakRSSMiB float64 `json:"server_peak_rss_mib"`
+	// ServerStartupS is how long the server took from exec to ready, when
+	// the bench started it.
+	ServerStartupS float64 `json:"server_startup_s,omitempty"`
 	// ServerCPUPerOpMs is ServerCPUS per successful operation.
 	ServerCPUPerOpMs float64 `json:"server_cpu_per_op_ms,omitempty"`
 	// FloorPerS and RatioToFloor are set with --floor.
