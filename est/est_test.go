@@ -23,8 +23,6 @@ import (
 
 	"github.com/jmhodges/clock"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/crypto/cryptobyte"
-	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/gatehouse-pki/gatehouse/est"
 	"github.com/gatehouse-pki/gatehouse/internal/problem"
@@ -297,39 +295,16 @@ func buildCSR(t testing.TB, s csrSpec) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b cryptobyte.Builder
-	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddASN1Int64(0)
-		b.AddBytes(subj)
-		b.AddBytes(spki)
-		b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(*cryptobyte.Builder) {})
+	_, isRSA := s.key.Public().(interface{ Size() int })
+	return pkitest.HandCSR(t, subj, spki, s.sigOID, isRSA, func(cri []byte) []byte {
+		h := s.hash.New()
+		h.Write(cri)
+		sig, err := s.key.Sign(rand.Reader, h.Sum(nil), s.hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sig
 	})
-	cri, err := b.Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := s.hash.New()
-	h.Write(cri)
-	sig, err := s.key.Sign(rand.Reader, h.Sum(nil), s.hash)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out cryptobyte.Builder
-	out.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddBytes(cri)
-		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddASN1ObjectIdentifier(s.sigOID)
-			if _, rsa := s.key.Public().(interface{ Size() int }); rsa {
-				b.AddASN1NULL()
-			}
-		})
-		b.AddASN1BitString(sig)
-	})
-	der, err := out.Bytes()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der
 }
 
 func newKey(t testing.TB) *ecdsa.PrivateKey {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/gatehouse-pki/gatehouse/est"
 	"github.com/gatehouse-pki/gatehouse/internal/audit"
@@ -42,15 +43,27 @@ func (s *Service) HandlerWith(routers ...Router) http.Handler {
 	for _, r := range routers {
 		r.Register(mux)
 	}
-	if len(routers) > 0 {
-		// The EST edge catches everything under /.well-known/est/; the
-		// BRSKI aliases there keep answering other methods with 405
-		// (attack table E07).
-		for _, p := range []string{pathESTRequestVouchr, pathESTVoucherStatus} {
-			mux.Handle(p, web.Handle(methodNotAllowed, web.WritePlain))
-		}
+	if len(routers) == 0 {
+		return web.Chain(mux, web.Options{Logger: s.log, Clock: s.clk, Errors: web.WritePlain})
 	}
-	return web.Chain(mux, web.Options{Logger: s.log, Clock: s.clk, Errors: web.WritePlain})
+	// The EST edge catches everything under /.well-known/est/; the BRSKI
+	// aliases there keep answering other methods with 405 (attack table
+	// E07).
+	for _, p := range []string{pathESTRequestVouchr, pathESTVoucherStatus} {
+		mux.Handle(p, web.Handle(methodNotAllowed, web.WritePlain))
+	}
+	// EST requests spend from the same per-IP and per-client-certificate
+	// buckets as BRSKI (reliability G06: 429 + Retry-After); the BRSKI
+	// aliases under /.well-known/est/ are limited by their own routes.
+	limited := s.limited(mux)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; strings.HasPrefix(p, est.PathPrefix+"/") && p != pathESTRequestVouchr && p != pathESTVoucherStatus {
+			limited.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+	return web.Chain(h, web.Options{Logger: s.log, Clock: s.clk, Errors: web.WritePlain})
 }
 
 // CACerts returns the domain CA certificates, issuing generation first,

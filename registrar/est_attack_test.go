@@ -4,10 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"crypto"
+	"crypto/dsa" //nolint:staticcheck // a DSA key is the attack (reliability C03)
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/md5"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -15,6 +19,7 @@ import (
 	"encoding/base64"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"strings"
@@ -99,6 +104,98 @@ func csrWithKey(key func(t *testing.T, s *estState) crypto.Signer) func(*testing
 	}
 }
 
+// md5CSR is a CSR for the pledge signed md5WithRSA (crypto/x509 refuses
+// to write one).
+func md5CSR(t *testing.T, _ *env, s *estState) []byte {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spki, err := x509.MarshalPKIXPublicKey(k.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pkitest.HandCSR(t, pledgeSubject(t, s), spki, asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 4}, true, func(cri []byte) []byte {
+		h := md5.Sum(cri)
+		sig, err := rsa.SignPKCS1v15(rand.Reader, k, crypto.MD5, h[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sig
+	})
+}
+
+// dsaCSR is a CSR for the pledge with a DSA key, signed dsa-with-sha256
+// (crypto/x509 writes neither).
+func dsaCSR(t *testing.T, _ *env, s *estState) []byte {
+	var k dsa.PrivateKey
+	if err := dsa.GenerateParameters(&k.Parameters, rand.Reader, dsa.L1024N160); err != nil {
+		t.Fatal(err)
+	}
+	if err := dsa.GenerateKey(&k, rand.Reader); err != nil {
+		t.Fatal(err)
+	}
+	params, err := asn1.Marshal(struct{ P, Q, G *big.Int }{k.P, k.Q, k.G})
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := asn1.Marshal(k.Y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spki, err := asn1.Marshal(struct {
+		Algorithm pkix.AlgorithmIdentifier
+		Key       asn1.BitString
+	}{pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 10040, 4, 1}, Parameters: asn1.RawValue{FullBytes: params}}, asn1.BitString{Bytes: y, BitLength: 8 * len(y)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pkitest.HandCSR(t, pledgeSubject(t, s), spki, asn1.ObjectIdentifier{2, 16, 840, 1, 101, 3, 4, 3, 2}, false, func(cri []byte) []byte {
+		h := sha256.Sum256(cri)
+		r, ss, err := dsa.Sign(rand.Reader, &k, h[:20]) // FIPS 186-3 §4.6: the hash truncated to N bits
+		if err != nil {
+			t.Fatal(err)
+		}
+		sig, err := asn1.Marshal(struct{ R, S *big.Int }{r, ss})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sig
+	})
+}
+
+// pledgeSubject is the DER subject the default profile derives for the
+// state's pledge.
+func pledgeSubject(t *testing.T, s *estState) []byte {
+	t.Helper()
+	der, err := asn1.Marshal(pkix.Name{CommonName: s.p.Serial, SerialNumber: s.p.Serial}.ToRDNSequence())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// relayedCSR is a valid CSR for the pledge whose challengePassword is the
+// channel binding of another connection of the same pledge (its own TLS
+// version): a CSR relayed from another session (reliability C09).
+func relayedCSR(t *testing.T, e *env, s *estState) []byte {
+	other := registrartest.NewPledge(t, e.reg, s.p.Serial, s.p.IDevID)
+	other.Client.Transport.(*http.Transport).TLSClientConfig.MaxVersion = s.p.Client.Transport.(*http.Transport).TLSClientConfig.MaxVersion
+	resp, _, err := other.Get(t.Context(), est.PathPrefix+"/"+est.OpCACerts)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("other connection: %v %v", err, resp)
+	}
+	binding, _, err := est.ChannelBinding(resp.TLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := est.CreateCSR(est.CSRRequest{RawSubject: pledgeSubject(t, s), ChallengePassword: binding}, pkitest.NewKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr.Raw
+}
+
 func rawPost(ctype string, body []byte) func(*testing.T, *env, *estState) outcome {
 	return func(t *testing.T, _ *env, s *estState) outcome {
 		resp, b, err := s.p.Post(t.Context(), est.PathPrefix+"/"+est.OpSimpleEnroll, ctype, body)
@@ -167,6 +264,10 @@ func TestAttackTableC(t *testing.T) {
 			do:    enrollCSR(csrFor())},
 		{name: "C02 CSR signature invalid", wantCode: 400, setup: voucherOnly("SN-C02"),
 			do: enrollCSR(func(t *testing.T, e *env, s *estState) []byte { return flipLast(csrFor()(t, e, s)) })},
+		{name: "C03 SHA-1 signature", wantCode: 400, setup: voucherOnly("SN-C03"),
+			do: enrollCSR(csrFor(func(r *x509.CertificateRequest) { r.SignatureAlgorithm = x509.ECDSAWithSHA1 }))},
+		{name: "C03 MD5 signature (RSA)", wantCode: 400, setup: voucherOnly("SN-C03M"), do: enrollCSR(md5CSR)},
+		{name: "C03 DSA key", wantCode: 400, setup: voucherOnly("SN-C03D"), do: enrollCSR(dsaCSR)},
 		{name: "C04 weak key P-224", wantCode: 400, setup: voucherOnly("SN-C04"),
 			do: enrollCSR(csrWithKey(func(t *testing.T, _ *estState) crypto.Signer {
 				k, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
@@ -200,6 +301,14 @@ func TestAttackTableC(t *testing.T) {
 				return s
 			},
 			do: enrollCSR(csrFor())},
+		{name: "C09 binding of another TLS 1.3 session", wantCode: 401, setup: voucherOnly("SN-C09"), do: enrollCSR(relayedCSR)},
+		{name: "C09 tls-unique of another TLS 1.2 session", wantCode: 401,
+			setup: func(t *testing.T, e *env) *estState {
+				s := voucherOnly("SN-C09-12")(t, e)
+				reconnect(t, e, s, tls12)
+				return s
+			},
+			do: enrollCSR(relayedCSR)},
 		{name: "C10 key type not in csrattrs (Ed25519)", wantCode: 400, refused: 1, setup: voucherOnly("SN-C10"),
 			do: enrollCSR(csrWithKey(func(t *testing.T, _ *estState) crypto.Signer {
 				_, k, err := ed25519.GenerateKey(rand.Reader)
@@ -211,6 +320,11 @@ func TestAttackTableC(t *testing.T) {
 		{name: "C11 wrong content type", wantCode: 415, setup: voucherOnly("SN-C11"), do: rawPost("text/plain", []byte("MIIB"))},
 		{name: "C12 body not base64", wantCode: 400, setup: voucherOnly("SN-C12"), do: rawPost(est.MediaPKCS10, []byte("%%%not base64%%%"))},
 		{name: "C12 base64 of garbage", wantCode: 400, setup: voucherOnly("SN-C12G"), do: rawPost(est.MediaPKCS10, []byte(base64.StdEncoding.EncodeToString([]byte("garbage"))))},
+		{name: "C12 DER with trailing bytes", wantCode: 400, setup: voucherOnly("SN-C12T"),
+			do: func(t *testing.T, e *env, s *estState) outcome {
+				der := append(csrFor()(t, e, s), 0x00)
+				return rawPost(est.MediaPKCS10, est.EncodeBase64(der))(t, e, s)
+			}},
 		{name: "C13 CSR key is the IDevID key", wantCode: 400, refused: 1, setup: voucherOnly("SN-C13"),
 			do: enrollCSR(csrWithKey(func(_ *testing.T, s *estState) crypto.Signer { return s.p.IDevID.PrivateKey.(crypto.Signer) }))},
 		{name: "C13 CSR key certified for another device", wantCode: 400, refused: 1,
@@ -226,6 +340,16 @@ func TestAttackTableC(t *testing.T) {
 				s := voucherOnly("SN-C14")(t, e)
 				key := registrar.DeviceKeyFor(s.p.IDevID.Leaf, "SN-C14")
 				if _, err := e.reg.DB().TransitionDevice(t.Context(), key, "", store.DeviceBlocked, "test"); err != nil {
+					t.Fatal(err)
+				}
+				return s
+			},
+			do: enrollCSR(csrFor())},
+		{name: "C14 denied device", wantCode: 403, refused: 1,
+			setup: func(t *testing.T, e *env) *estState {
+				s := voucherOnly("SN-C14D")(t, e)
+				key := registrar.DeviceKeyFor(s.p.IDevID.Leaf, "SN-C14D")
+				if _, err := e.reg.DB().TransitionDevice(t.Context(), key, "", store.DeviceDenied, "test"); err != nil {
 					t.Fatal(err)
 				}
 				return s
@@ -357,6 +481,62 @@ func TestAttackTableE_EST(t *testing.T) {
 				resp, b, err := s.p.Post(t.Context(), est.PathPrefix+"/"+est.OpSimpleEnroll, est.MediaPKCS10, []byte(body), "Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte("admin:admin")))
 				return outcome{resp, b, err}
 			}},
+	}
+	runESTRows(t, rows)
+}
+
+// TestAttackTableG_EST: G04 and G06 on the EST routes (G01–G03 in
+// TestServerTimeouts; G05 in internal/web, web.LimitListener and
+// NewServer's IdleTimeout).
+func TestAttackTableG_EST(t *testing.T) {
+	t.Parallel()
+	get := func(t *testing.T, p *registrartest.Pledge, op string) outcome {
+		resp, b, err := p.Get(t.Context(), est.PathPrefix+"/"+op)
+		return outcome{resp, b, err}
+	}
+	retryAfter := func(do func(*testing.T, *env, *estState) outcome) func(*testing.T, *env, *estState) outcome {
+		return func(t *testing.T, e *env, s *estState) outcome {
+			o := do(t, e, s)
+			if o.err == nil && o.resp.Header.Get("Retry-After") == "" {
+				t.Error("429 without Retry-After")
+			}
+			return o
+		}
+	}
+	rows := []estRow{
+		{name: "G04 header section over 16 KiB", wantCode: 431, setup: voucherOnly("SN-G04E"),
+			do: func(t *testing.T, e *env, s *estState) outcome {
+				// HTTP/1.1, so the limit is the server's MaxHeaderBytes.
+				reconnect(t, e, s, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+				s.p.Client.Transport.(*http.Transport).ForceAttemptHTTP2 = false
+				body := est.EncodeBase64(registrartest.NewCSR(t, pkitest.NewKey(t), s.p.Serial))
+				resp, b, err := s.p.Post(t.Context(), est.PathPrefix+"/"+est.OpSimpleEnroll, est.MediaPKCS10, body, "X-Big", strings.Repeat("a", 32<<10))
+				return outcome{resp, b, err}
+			}},
+		{name: "G06 per-IDevID limit on simpleenroll", wantCode: 429,
+			edit: func(o *registrartest.Options) {
+				o.Config = func(c *registrar.Config) { c.PerIDevID = registrar.RateLimit{Rate: 0.001, Burst: 2} }
+			},
+			setup: func(t *testing.T, e *env) *estState {
+				s := voucherOnly("SN-G06E")(t, e)
+				if o := get(t, s.p, est.OpCACerts); o.err != nil || o.resp.StatusCode != http.StatusOK {
+					t.Fatalf("cacerts: %s", o)
+				}
+				return s
+			},
+			do: retryAfter(enrollCSR(csrFor()))},
+		{name: "G06 per-IP limit on anonymous cacerts", wantCode: 429, noHealthy: true,
+			edit: func(o *registrartest.Options) {
+				o.Config = func(c *registrar.Config) { c.PerIP = registrar.RateLimit{Rate: 0.001, Burst: 1} }
+			},
+			setup: func(t *testing.T, e *env) *estState {
+				p := registrartest.NewPledge(t, e.reg, "anonymous", tls.Certificate{})
+				if o := get(t, p, est.OpCACerts); o.err != nil || o.resp.StatusCode != http.StatusOK {
+					t.Fatalf("first cacerts: %s", o)
+				}
+				return &estState{p: p}
+			},
+			do: retryAfter(func(t *testing.T, _ *env, s *estState) outcome { return get(t, s.p, est.OpCACerts) })},
 	}
 	runESTRows(t, rows)
 }

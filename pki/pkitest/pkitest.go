@@ -541,3 +541,39 @@ func ChallengePassword(t testing.TB, csr *x509.CertificateRequest) (string, cbas
 	}
 	return "", 0
 }
+
+// HandCSR builds a PKCS#10 request byte by byte, for CSRs crypto/x509
+// refuses to write (MD5 signatures, DSA keys): version 0, the DER subject
+// rawSubject, the DER SubjectPublicKeyInfo spki, no attributes, then sign's
+// signature over the CertificationRequestInfo under sigAlg (with a NULL
+// parameter when nullParam, as RSA algorithms have).
+func HandCSR(t testing.TB, rawSubject, spki []byte, sigAlg asn1.ObjectIdentifier, nullParam bool, sign func(cri []byte) []byte) []byte {
+	t.Helper()
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddASN1Int64(0)
+		b.AddBytes(rawSubject)
+		b.AddBytes(spki)
+		b.AddASN1(cbasn1.Tag(0).ContextSpecific().Constructed(), func(*cryptobyte.Builder) {})
+	})
+	cri, err := b.Bytes()
+	if err != nil {
+		t.Fatalf("pkitest: csr: %v", err)
+	}
+	var out cryptobyte.Builder
+	out.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(cri)
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddASN1ObjectIdentifier(sigAlg)
+			if nullParam {
+				b.AddASN1NULL()
+			}
+		})
+		b.AddASN1BitString(sign(cri))
+	})
+	der, err := out.Bytes()
+	if err != nil {
+		t.Fatalf("pkitest: csr: %v", err)
+	}
+	return der
+}
