@@ -1,10 +1,13 @@
 package coap_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"net/url"
 	"testing"
 	"time"
 
@@ -131,6 +134,21 @@ func TestServer_EnrollOverDTLS(t *testing.T) {
 	}
 	if _, err := cert2.Verify(opts); err != nil {
 		t.Fatalf("renewed LDevID: %v", err)
+	}
+
+	// The pledge library's Reenroll over coaps:// renews the renewed one.
+	ld2 := tls.Certificate{Certificate: [][]byte{cert2.Raw}, PrivateKey: key2, Leaf: cert2}
+	res, err := pledge.Reenroll(t.Context(), pledge.ReenrollConfig{
+		Registrar: &url.URL{Scheme: "coaps", Host: e.addr},
+		LDevID:    ld2,
+		DomainCAs: []*x509.Certificate{e.reg.DomainCA.Root()},
+		Clock:     e.fc,
+	})
+	if err != nil {
+		t.Fatalf("pledge.Reenroll over coaps: %v", err)
+	}
+	if !bytes.Equal(res.LDevID.RawSubject, cert2.RawSubject) || res.LDevID.SerialNumber.Cmp(cert2.SerialNumber) == 0 {
+		t.Fatal("pledge.Reenroll over coaps: not a renewal of the same subject")
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"time"
 
 	piondtls "github.com/pion/dtls/v3"
@@ -52,7 +53,8 @@ type CoAPSession struct {
 	cc *udpclient.Conn
 }
 
-// DialCoAPS opens a DTLS session to addr (host:port) presenting cert.
+// DialCoAPS opens a DTLS session to addr (host:port) presenting cert; the
+// handshake is bounded by DialTimeout.
 // verify checks the registrar's chain (leaf first) at the caller's time:
 // against the pinned domain certificate, or provisionally accepting it
 // before a voucher; it must not be nil.
@@ -99,7 +101,9 @@ func DialCoAPS(ctx context.Context, addr string, cert tls.Certificate, verify fu
 		_ = pc.Close()
 		return nil, fmt.Errorf("coaps: %w", err)
 	}
-	if err := dc.HandshakeContext(ctx); err != nil {
+	hctx, cancel := context.WithTimeout(ctx, DialTimeout)
+	defer cancel()
+	if err := dc.HandshakeContext(hctx); err != nil {
 		_ = dc.Close()
 		return nil, fmt.Errorf("coaps: dtls handshake: %w", err)
 	}
@@ -172,4 +176,69 @@ func answerBody(path string, resp *pool.Message, want codes.Code) ([]byte, error
 		return nil, fmt.Errorf("coaps %s: content-format %v, want 281", path, cf)
 	}
 	return body, nil
+}
+
+// DefaultCoAPSPort is the CoAPS port when a coaps:// URL names none (RFC
+// 7252 §6.2).
+const DefaultCoAPSPort = "5684"
+
+// coapsAddr is the host:port of a coaps:// URL.
+func coapsAddr(u *url.URL) string {
+	if u.Port() == "" {
+		return net.JoinHostPort(u.Hostname(), DefaultCoAPSPort)
+	}
+	return u.Host
+}
+
+// reenrollCoAPS is Reenroll over EST-coaps (RFC 9148): a DTLS session
+// presenting the LDevID, the registrar verified against the domain CAs
+// (as over HTTPS), /crts, a new key of the same type, and /sren with a CSR
+// of the same subject and subjectAltName. DTLS gives no tls-unique here,
+// so the CSR carries no channel binding. A 5.03 with Max-Age is retried
+// with the identical CSR after Max-Age (RFC 9148 §5.7), each wait capped
+// by MaxRetryWait.
+func reenrollCoAPS(ctx context.Context, cfg ReenrollConfig, leaf *x509.Certificate, kt est.KeyType) (*Result, error) {
+	host := cfg.Registrar.Hostname()
+	s, err := DialCoAPS(ctx, coapsAddr(cfg.Registrar), cfg.LDevID, func(chain []*x509.Certificate) error {
+		return verifyDomainServer(chain, cfg.DomainCAs, host, cfg.Clock.Now())
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reenroll: %w: %w", ErrConnect, err)
+	}
+	defer func() { _ = s.Close() }()
+	res := &Result{}
+	if res.CACerts, err = s.CACerts(ctx); err != nil {
+		return nil, fmt.Errorf("reenroll: crts: %w", err)
+	}
+	if res.Key, err = est.GenerateKey(kt); err != nil {
+		return nil, fmt.Errorf("pledge: %w", err)
+	}
+	req := est.CSRRequest{RawSubject: leaf.RawSubject}
+	if san, ok := sanExtension(leaf); ok {
+		req.Extensions = []est.Extension{san}
+	}
+	if res.CSR, err = est.CreateCSR(req, res.Key); err != nil {
+		return nil, fmt.Errorf("pledge: %w", err)
+	}
+	for attempt := 1; ; attempt++ {
+		res.Attempts = attempt
+		res.LDevID, err = s.Reenroll(ctx, res.CSR.Raw)
+		var ce *CoAPError
+		if !errors.As(err, &ce) || ce.Code != codes.ServiceUnavailable || ce.MaxAge <= 0 {
+			break
+		}
+		wait := min(max(ce.MaxAge, MinRetryWait), cfg.MaxRetryWait)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("reenroll: %w after %d attempts: %w", ErrEnrollPending, attempt, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reenroll: %w", err)
+	}
+	if err := res.verifyLDevID(cfg.DomainCAs, cfg.Clock.Now()); err != nil {
+		return nil, fmt.Errorf("reenroll: %w", err)
+	}
+	return res, nil
 }

@@ -21,7 +21,8 @@ import (
 // ReenrollConfig configures Reenroll. It is pure data.
 type ReenrollConfig struct {
 	// Registrar is the registrar's (EST server's) base URL,
-	// https://host[:port]. Required.
+	// https://host[:port], or coaps://host[:port] for EST-coaps (RFC 9148;
+	// default port 5684). Required.
 	Registrar *url.URL
 	// LDevID is the current certificate (chain, LDevID first) and its
 	// private key: the TLS client certificate and the names to renew.
@@ -49,8 +50,8 @@ func (cfg ReenrollConfig) Validate() error {
 	switch u := cfg.Registrar; {
 	case u == nil:
 		errs = append(errs, errors.New("registrar URL is required"))
-	case u.Scheme != "https" || u.Host == "":
-		errs = append(errs, fmt.Errorf("registrar URL %q: want https://host[:port]", u))
+	case u.Scheme != "https" && u.Scheme != "coaps" || u.Host == "":
+		errs = append(errs, fmt.Errorf("registrar URL %q: want https://host[:port] or coaps://host[:port]", u))
 	}
 	errs = append(errs, clientSetup{
 		role: "LDevID", cert: cfg.LDevID, anchors: len(cfg.DomainCAs), anchorsName: "domain CA", clock: cfg.Clock,
@@ -90,6 +91,9 @@ func Reenroll(ctx context.Context, cfg ReenrollConfig) (*Result, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.MaxWait)
 	defer cancel()
+	if cfg.Registrar.Scheme == "coaps" {
+		return reenrollCoAPS(ctx, cfg, leaf, kt)
+	}
 	s := newDomainSession(cfg.Registrar, cfg.LDevID, cfg.DomainCAs, cfg.Clock, cfg.MaxTLSVersion)
 	defer s.close()
 

@@ -102,3 +102,37 @@ func TestInterop_LibcoapClient(t *testing.T) {
 		t.Fatal("the LDevID is not for the CSR's key: the CSR did not arrive whole")
 	}
 }
+
+// TestLab_ReenrollOverCoAPS: `gatehouse pledge enroll` over HTTPS, then
+// `gatehouse pledge reenroll --registrar coaps://…` renews the LDevID over
+// EST-coaps; openssl verifies the renewed certificate.
+func TestLab_ReenrollOverCoAPS(t *testing.T) {
+	t.Parallel()
+	l := startInteropLab(t)
+	bin := buildGatehouse(t)
+	const serial = "GH-0005"
+	out := filepath.Join(l.work, "out")
+	code, stdout, stderr := runBin(t, l.work, bin, "pledge", "enroll", "--registrar", l.registrar,
+		"--idevid", l.paths.PledgeIDevID(serial), "--key", l.paths.PledgeKey(serial), "--out", out)
+	if code != 0 {
+		t.Fatalf("pledge enroll: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	ldevid := filepath.Join(out, "ldevid.pem")
+	before, err := os.ReadFile(ldevid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr = runBin(t, l.work, bin, "pledge", "reenroll", "--registrar", "coaps://"+l.coaps,
+		"--cert", ldevid, "--key", filepath.Join(out, "ldevid-key.pem"))
+	if code != 0 || !strings.Contains(stdout, "reenrolled: ") || !strings.Contains(stdout, "registrar DTLS:") {
+		t.Fatalf("pledge reenroll over coaps: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	after, err := os.ReadFile(ldevid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(before, after) {
+		t.Fatal("pledge reenroll over coaps left ldevid.pem unchanged")
+	}
+	opensslVerify(t, l.paths.DomainCA, ldevid)
+}

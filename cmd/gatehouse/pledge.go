@@ -75,6 +75,11 @@ func (a *app) pledgeEnroll(cmd *cobra.Command, f pledgeEnrollFlags) error {
 	if err != nil {
 		return err
 	}
+	if u.Scheme == "coaps" {
+		// TODO(#5): the cBRSKI voucher phase over CoAP needs COSE pledge
+		// voucher-requests in the pledge library.
+		return usageError{fmt.Errorf("pledge enroll: --registrar %s: enrolment over coaps is not supported yet; enrol over the registrar's https address (pledge reenroll takes coaps://)", f.conn.registrar)}
+	}
 	anchorFile, anchorNote := f.masaAnchor, ""
 	if anchorFile == "" {
 		anchorFile = filepath.Join(filepath.Dir(f.conn.cert), "..", "..", "manufacturer", "masa.pem")

@@ -106,7 +106,8 @@ The domain CA comes from --ca, else from DIR/cacerts.pem (what pledge enroll
 wrote), else from the lab layout (../../lab/domain/ca.pem relative to DIR, for
 DIR = <data>/out/<serial>). The summary says which one was used.
 
-Not yet implemented: coaps:// registrars.`,
+With a coaps:// registrar the renewal runs over EST-coaps (DTLS with the
+LDevID, /crts, /sren; RFC 9148).`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.pledgeReenroll(cmd, f)
@@ -159,24 +160,27 @@ func (a *app) pledgeReenroll(cmd *cobra.Command, f pledgeReenrollFlags) error {
 	}
 	w := cmd.OutOrStdout()
 	fmt.Fprintf(w, "reenrolled: %s, registrar %s (%s)\n", res.LDevID.Subject, f.conn.registrar, attemptsText(res.Attempts))
-	fmt.Fprintf(w, "  registrar TLS:      verified against %s%s\n", caFile, caNote)
+	transport := "TLS: "
+	if u.Scheme == "coaps" {
+		transport = "DTLS:"
+	}
+	fmt.Fprintf(w, "  registrar %s     verified against %s%s\n", transport, caFile, caNote)
 	printLDevID(cmd, res, wrote)
 	return nil
 }
 
-// parseRegistrarURL checks a --registrar value: https://host:port.
+// parseRegistrarURL checks a --registrar value: https://host:port or
+// coaps://host:port.
 func parseRegistrarURL(cmdName, s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" {
-		return nil, usageError{fmt.Errorf("%s: --registrar %q: want https://host:port", cmdName, s)}
+		return nil, usageError{fmt.Errorf("%s: --registrar %q: want https://host:port or coaps://host:port", cmdName, s)}
 	}
 	switch u.Scheme {
-	case "https":
+	case "https", "coaps":
 		return u, nil
-	case "coaps":
-		return nil, usageError{fmt.Errorf("%s: --registrar %s: coaps is not supported yet; use the registrar's https address", cmdName, s)}
 	default:
-		return nil, usageError{fmt.Errorf("%s: --registrar %q: want https://host:port", cmdName, s)}
+		return nil, usageError{fmt.Errorf("%s: --registrar %q: want https://host:port or coaps://host:port", cmdName, s)}
 	}
 }
 

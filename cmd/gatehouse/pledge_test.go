@@ -31,12 +31,11 @@ func TestPledgeEnroll_Usage(t *testing.T) {
 	}{
 		{"no-flags", []string{"pledge", "enroll"}, exitUsage, "is required"},
 		{"no-key", []string{"pledge", "enroll", "--registrar", "https://127.0.0.1:1", "--idevid", id}, exitUsage, "--key is required"},
-		{"coaps", []string{"pledge", "enroll", "--registrar", "coaps://127.0.0.1:5684", "--idevid", id, "--key", key}, exitUsage, "coaps is not supported yet"},
+		{"coaps", []string{"pledge", "enroll", "--registrar", "coaps://127.0.0.1:5684", "--idevid", id, "--key", key}, exitUsage, "enrolment over coaps is not supported yet"},
 		{"not-a-url", []string{"pledge", "enroll", "--registrar", "127.0.0.1:8443", "--idevid", id, "--key", key}, exitUsage, "want https://host:port"},
 		{"no-anchor", []string{"pledge", "enroll", "--registrar", "https://127.0.0.1:1", "--idevid", loose, "--key", key}, exitUsage, "--masa-anchor is required"},
 		{"key-mismatch", []string{"pledge", "enroll", "--registrar", "https://127.0.0.1:1", "--idevid", id, "--key", p.PledgeKey("GH-0002")}, exitFailure, "does not match"},
 		{"reenroll-no-flags", []string{"pledge", "reenroll"}, exitUsage, "is required"},
-		{"reenroll-coaps", []string{"pledge", "reenroll", "--registrar", "coaps://127.0.0.1:5684", "--cert", id, "--key", key}, exitUsage, "coaps is not supported yet"},
 		{"reenroll-no-ca", []string{"pledge", "reenroll", "--registrar", "https://127.0.0.1:1", "--cert", loose, "--key", key}, exitUsage, "--ca is required"},
 		{"reenroll-unreachable", []string{"pledge", "reenroll", "--registrar", "https://127.0.0.1:1", "--cert", id, "--key", key, "--ca", p.DomainCA}, exitFailure, "cannot connect to the registrar"},
 		{"bad-admin", []string{"devices", "list", "--admin", "127.0.0.1:9090"}, exitUsage, "want http://host:port"},
