@@ -19,6 +19,7 @@ import (
 	"github.com/gatehouse-pki/gatehouse/masa/masatest"
 	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 	"github.com/gatehouse-pki/gatehouse/pledge"
+	"github.com/gatehouse-pki/gatehouse/registrar"
 	"github.com/gatehouse-pki/gatehouse/registrar/registrartest"
 )
 
@@ -32,12 +33,16 @@ type env struct {
 
 // newEnv starts a real MASA, a real registrar (HTTPS) and the CoAPS
 // listener on the same registrar service, all on loopback.
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, edit ...func(*registrartest.Options)) *env {
 	t.Helper()
 	fc := pkitest.NewClock()
 	mfg := pkitest.NewCA(t, pkitest.Name("CoAP Test Manufacturer"), pkitest.Clock(fc))
 	m := masatest.Start(t, masatest.Options{Clock: fc, Manufacturer: mfg})
-	reg := registrartest.Start(t, registrartest.Options{Clock: fc, Manufacturer: mfg, MASA: m})
+	opts := registrartest.Options{Clock: fc, Manufacturer: mfg, MASA: m}
+	for _, e := range edit {
+		e(&opts)
+	}
+	reg := registrartest.Start(t, opts)
 	srv, err := coap.New(coap.Config{}, coap.Deps{
 		Logger:    slog.New(slog.DiscardHandler),
 		Clock:     fc,
@@ -182,5 +187,27 @@ func TestServer_UnknownClient(t *testing.T) {
 	if s, err := pledge.DialCoAPS(ctx, e.addr, id.TLS, e.verifyDomain); err == nil {
 		_ = s.Close()
 		t.Fatal("handshake with an unknown manufacturer's IDevID succeeded")
+	}
+}
+
+// TestServer_RateLimited: reliability G06 over CoAP: past the
+// per-certificate bucket, 5.03 with Max-Age; Block2 continuations and
+// Block1 blocks spend nothing.
+func TestServer_RateLimited(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *registrartest.Options) {
+		o.Config = func(c *registrar.Config) { c.PerIDevID = registrar.RateLimit{Rate: 0.01, Burst: 2} }
+	})
+	id := pkitest.NewIDevID(t, e.mfg, "SN-COAP-RL", e.masa.Authority)
+	s := e.dial(t, *id)
+	for i := range 2 {
+		if _, err := s.CACerts(t.Context()); err != nil {
+			t.Fatalf("crts %d: %v", i, err)
+		}
+	}
+	_, err := s.CACerts(t.Context())
+	var ce *pledge.CoAPError
+	if !errors.As(err, &ce) || ce.Code != codes.ServiceUnavailable || ce.MaxAge < time.Second {
+		t.Fatalf("third crts = %v, want 5.03 with Max-Age", err)
 	}
 }

@@ -38,6 +38,14 @@ type session struct {
 	responses map[string]*cached
 }
 
+// leaf is the session's client certificate, or nil.
+func (s *session) leaf() *x509.Certificate {
+	if len(s.chain) == 0 {
+		return nil
+	}
+	return s.chain[0]
+}
+
 // cached is a response kept for Block2 retrieval of its later blocks.
 type cached struct {
 	resp response
@@ -103,7 +111,7 @@ var errorCodes = map[problem.Kind]codes.Code{
 	problem.UnsupportedMedia: codes.UnsupportedMediaType,
 	problem.TooLarge:         codes.RequestEntityTooLarge,
 	problem.Deferred:         codes.ServiceUnavailable, // RFC 9148 §5.7: 5.03 + Max-Age
-	problem.RateLimited:      codes.TooManyRequests,    // RFC 8516: 4.29 + Max-Age
+	problem.RateLimited:      codes.ServiceUnavailable, // reliability G06: 5.03 + Max-Age
 	problem.Upstream:         codes.BadGateway,
 	problem.Unavailable:      codes.ServiceUnavailable,
 }
@@ -250,6 +258,14 @@ func (s *Server) readRequest(w *responsewriter.ResponseWriter[*udpclient.Conn], 
 // (RFC 7252 §5.2.2, RFC 9148 §5.7).
 func (s *Server) run(w *responsewriter.ResponseWriter[*udpclient.Conn], m *pool.Message, ses *session, rt route, req *request, want *block) {
 	cc := w.Conn()
+	// Reliability G06: the HTTPS buckets, per IP and per client
+	// certificate; one token per operation, not per block.
+	if wait := s.reg.Throttle(req.remote, ses.leaf()); wait > 0 {
+		resp := errorResponse(&problem.Error{Kind: problem.RateLimited, Detail: "too many requests", RetryAfter: wait})
+		s.count(rt.name, resp.code)
+		s.reply(w, m, ses, resp, nil)
+		return
+	}
 	ctx := valuesContext{Context: cc.Context(), values: ses.values}
 	result := make(chan response, 1)
 	go func() {

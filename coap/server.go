@@ -93,6 +93,7 @@ func (cfg Config) Validate() error {
 type Registrar interface {
 	Voucher
 	Certificate() tls.Certificate
+	Throttle(remote string, leaf *x509.Certificate) time.Duration
 	ConnContext(ctx context.Context, c net.Conn) context.Context
 	VerifyPeer(ctx context.Context, certs []*x509.Certificate) error
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"net/http"
+	"time"
 )
 
 // The hooks below let a transport other than crypto/tls (the CoAP/DTLS
@@ -25,4 +27,17 @@ func (s *Service) Certificate() tls.Certificate {
 // requests reuse it and the chain is not verified again per request.
 func (s *Service) VerifyPeer(ctx context.Context, certs []*x509.Certificate) error {
 	return s.verifyConnection(ctx, connStateFrom(ctx))(tls.ConnectionState{PeerCertificates: certs})
+}
+
+// Throttle spends one token from the per-IP and per-client-certificate
+// buckets for a request from remote (host:port) by a client presenting
+// leaf, exactly as an HTTPS request does (reliability G06). A non-zero
+// result is how long the client must wait; the request is then refused
+// (CoAP: 5.03 with Max-Age) and costs nothing.
+func (s *Service) Throttle(remote string, leaf *x509.Certificate) time.Duration {
+	r := &http.Request{RemoteAddr: remote}
+	if leaf != nil {
+		r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{leaf}}
+	}
+	return min(s.limits.take(r, s.clk.Now()), MaxRetryAfter)
 }
