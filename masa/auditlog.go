@@ -16,7 +16,7 @@ import (
 // the device nor appears in its log gets 404 (§5.8: "the requester never
 // owned it"), as does an unknown device.
 func (s *Service) AuditLog(ctx context.Context, req VoucherRequest) (*Response, error) {
-	c, err := s.authorize(req.Raw, req.Peer)
+	c, err := s.authorize(req.Raw, req.MediaType, req.Peer)
 	if err != nil {
 		return nil, err
 	}

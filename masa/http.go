@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
+	"strings"
 
 	"github.com/gatehouse-pki/gatehouse/internal/audit"
 	"github.com/gatehouse-pki/gatehouse/internal/problem"
@@ -59,11 +61,11 @@ func (s *Service) handleRequestAuditLog(w http.ResponseWriter, r *http.Request) 
 	return s.serve(w, r, s.AuditLog)
 }
 
-// serve is the shape of both handlers: bounded body of the one accepted
-// media type, the TLS peer, one service call, the answer.
+// serve is the shape of both handlers: bounded body of an accepted media
+// type (CMS, or COSE under either name), the TLS peer, one service call, the answer.
 func (s *Service) serve(w http.ResponseWriter, r *http.Request, call func(context.Context, VoucherRequest) (*Response, error)) error {
 	// RFC 8995 §5.6: 415 for a voucher-request media type not understood.
-	body, err := web.ReadBody(w, r, MaxRequestBytes, MediaVoucherCMS)
+	body, err := web.ReadBody(w, r, MaxRequestBytes, MediaVoucherCMS, MediaVoucherCOSE, MediaVoucherCOSELegacy)
 	if err != nil {
 		return err
 	}
@@ -71,7 +73,8 @@ func (s *Service) serve(w http.ResponseWriter, r *http.Request, call func(contex
 	if err != nil {
 		return err
 	}
-	resp, err := call(r.Context(), VoucherRequest{Raw: body, Peer: peer, Accept: r.Header.Get("Accept")})
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")) // checked by ReadBody
+	resp, err := call(r.Context(), VoucherRequest{Raw: body, MediaType: strings.ToLower(mt), Peer: peer, Accept: r.Header.Get("Accept")})
 	if err != nil {
 		return err
 	}

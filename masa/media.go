@@ -16,6 +16,13 @@ const (
 	// MediaVoucherCMS is the CMS-signed JSON voucher and voucher-request
 	// (RFC 8366 §8.3).
 	MediaVoucherCMS = voucher.MediaTypeCMS
+	// MediaVoucherCOSE is the COSE-signed CBOR voucher and voucher-request
+	// (cBRSKI, draft-ietf-anima-constrained-voucher).
+	MediaVoucherCOSE = voucher.MediaTypeCOSE
+	// MediaVoucherCOSELegacy is the name earlier cBRSKI drafts (and
+	// deployed registrars) give the COSE form; the MASA takes it as
+	// MediaVoucherCOSE and answers in the name it was asked in.
+	MediaVoucherCOSELegacy = "application/voucher-cose+cbor"
 	// MediaJSON is the audit-log response (RFC 8995 §5.8.1).
 	MediaJSON = "application/json"
 )

@@ -25,8 +25,13 @@ import (
 
 // VoucherRequest is one registrar voucher-request as it reached the MASA.
 type VoucherRequest struct {
-	// Raw is the CMS-signed RVR (application/voucher-cms+json).
+	// Raw is the signed RVR: CMS (application/voucher-cms+json) or COSE
+	// (application/voucher+cose, cBRSKI).
 	Raw []byte
+	// MediaType is Raw's media type without parameters: MediaVoucherCMS
+	// ("" means it too), MediaVoucherCOSE or MediaVoucherCOSELegacy. A
+	// voucher is answered in the same format and under the same name.
+	MediaType string
 	// Peer is the TLS client's certificate chain, leaf first.
 	Peer []*x509.Certificate
 	// Accept is the request's Accept header ("" when absent).
@@ -43,6 +48,7 @@ type Response struct {
 
 // claim is an authenticated and checked registrar voucher-request.
 type claim struct {
+	format    voucher.Format
 	rvr       *voucher.Request
 	serial    string
 	nonce     string // the nonce's JSON text; "" when nonceless
@@ -55,18 +61,20 @@ type claim struct {
 
 // RequestVoucher answers a registrar voucher-request (RFC 8995 §5.5, §5.6).
 func (s *Service) RequestVoucher(ctx context.Context, req VoucherRequest) (*Response, error) {
-	if !acceptsCMS(req.Accept) {
-		// RFC 8995 §5.6: 406 when the MASA cannot produce the requested type.
-		return nil, problem.New(problem.NotAcceptable, nil, "this MASA only issues %s vouchers", MediaVoucherCMS)
+	respType := responseType(req.MediaType)
+	if !accepts(req.Accept, respType) {
+		// RFC 8995 §5.6: 406 when the MASA cannot produce the requested
+		// type; the voucher's format is the request's.
+		return nil, problem.New(problem.NotAcceptable, nil, "this MASA answers this voucher-request with %s", respType)
 	}
-	c, err := s.authorize(req.Raw, req.Peer)
+	c, err := s.authorize(req.Raw, req.MediaType, req.Peer)
 	if err == nil {
 		err = s.checkOwner(ctx, c)
 	}
 	if err != nil {
 		return nil, s.refuse(ctx, c, req.Peer, err)
 	}
-	web.EventFrom(ctx).Add(slog.String("pledge_serial", c.serial), slog.String("voucher_format", string(voucher.FormatCMS)),
+	web.EventFrom(ctx).Add(slog.String("pledge_serial", c.serial), slog.String("voucher_format", string(c.format)),
 		slog.String("assertion", string(c.assertion)), slog.String("domain_id", c.domainID))
 
 	// A retried request (same serial, nonce and domain) gets the voucher
@@ -74,9 +82,9 @@ func (s *Service) RequestVoucher(ctx context.Context, req VoucherRequest) (*Resp
 	if c.nonce != "" {
 		old, err := s.store.MASAVoucher(ctx, c.serial, c.nonce)
 		switch {
-		case err == nil && old.DomainID == c.domainID:
+		case err == nil && old.DomainID == c.domainID && formatOf(old.Signed) == c.format:
 			web.EventFrom(ctx).Add(slog.String("outcome", "repeated"))
-			return &Response{MediaType: MediaVoucherCMS, Body: old.Signed}, nil
+			return &Response{MediaType: respType, Body: old.Signed}, nil
 		case err == nil:
 			return nil, s.refuse(ctx, c, req.Peer, problem.New(problem.Forbidden, store.ErrVoucherExists, "this nonce was already used for another domain"))
 		case !errors.Is(err, store.ErrNotFound):
@@ -109,7 +117,7 @@ func (s *Service) RequestVoucher(ctx context.Context, req VoucherRequest) (*Resp
 	// commit hook (audit.Recorder subscribes to it).
 	s.metrics.signed.WithLabelValues(string(c.assertion)).Inc()
 	web.EventFrom(ctx).Add(slog.String("outcome", "signed"))
-	return &Response{MediaType: MediaVoucherCMS, Body: issued.Voucher.Signed}, nil
+	return &Response{MediaType: respType, Body: issued.Voucher.Signed}, nil
 }
 
 // sign builds and signs the voucher for c, with the audit events around the
@@ -141,7 +149,13 @@ func (s *Service) sign(ctx context.Context, c *claim) ([]byte, error) {
 		}
 		v.ExpiresOn = exp
 	}
-	payload, err := v.MarshalJSON()
+	var payload []byte
+	var err error
+	if c.format == voucher.FormatCOSE {
+		payload, err = v.MarshalCBOR() // SIDs (cBRSKI)
+	} else {
+		payload, err = v.MarshalJSON()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("encode voucher: %w", err)
 	}
@@ -151,7 +165,14 @@ func (s *Service) sign(ctx context.Context, c *claim) ([]byte, error) {
 		return nil, err
 	}
 	start := s.clk.Now()
-	signed, err := voucher.SignCMS(payload, s.key, s.chain[0], s.chain[1:], voucher.CMSOptions{SigningTime: now})
+	var signed []byte
+	if c.format == voucher.FormatCOSE {
+		// cBRSKI: the MASA MUST put its full signing chain in an
+		// unprotected x5bag (the registrar strips it before forwarding).
+		signed, err = voucher.SignCOSE(payload, s.key, voucher.COSEOptions{X5Bag: s.chain})
+	} else {
+		signed, err = voucher.SignCMS(payload, s.key, s.chain[0], s.chain[1:], voucher.CMSOptions{SigningTime: now})
+	}
 	s.metrics.signSeconds.Observe(s.clk.Since(start).Seconds())
 	if err != nil {
 		_ = s.audit.Record(ctx, audit.New(audit.MASAVoucherSigned, s.eventFields(c, "outcome", "failure", "reason", err.Error())...))
@@ -203,35 +224,26 @@ func certID(c *x509.Certificate) string {
 }
 
 // authorize authenticates the registrar and checks the RVR and the PVR it
-// wraps (RFC 8995 §5.5.1–§5.5.6). Failures are problem errors.
-func (s *Service) authorize(raw []byte, peer []*x509.Certificate) (*claim, error) {
+// wraps (RFC 8995 §5.5.1–§5.5.6; cBRSKI for the COSE form). Failures are
+// problem errors.
+func (s *Service) authorize(raw []byte, mediaType string, peer []*x509.Certificate) (*claim, error) {
 	if len(peer) == 0 || peer[0] == nil {
 		return nil, problem.New(problem.Unauthorized, nil, "a TLS client certificate is required")
 	}
 	leaf := peer[0]
 	now := s.clk.Now()
-	// RFC 8995 §5.5.4: the registrar is authenticated by its TLS client
-	// certificate; the RVR must be signed by exactly that certificate.
-	content, v, err := voucher.VerifyCMS(raw, voucher.VerifyOptions{Anchors: []*x509.Certificate{leaf}, Time: now})
-	if err != nil {
-		// RFC 8995 §5.6: a badly signed voucher-request is answered 403.
-		return nil, problem.New(problem.Forbidden, err, "the registrar voucher-request is not signed by the TLS client certificate")
+	format := voucher.FormatCMS
+	if isCOSE(mediaType) {
+		format = voucher.FormatCOSE
 	}
-	if !bytes.Equal(v.Signer.Raw, leaf.Raw) {
-		return nil, problem.New(problem.Forbidden, nil, "the registrar voucher-request is not signed by the TLS client certificate")
+	rvr, rvrCerts, err := openRVR(raw, format, leaf, now)
+	if err != nil {
+		return nil, err
 	}
 	// RFC 8995 §5.5.4: "The MASA MUST verify that the registrar
 	// voucher-request is signed by a registrar", shown by id-kp-cmcRA.
 	if !hasCMCRA(leaf) {
 		return nil, problem.New(problem.Forbidden, nil, "the registrar certificate lacks the id-kp-cmcRA extended key usage")
-	}
-	env, err := voucher.ParseCMS(raw) // verified above; parsed again for its certificate set
-	if err != nil {
-		return nil, problem.New(problem.Forbidden, err, "the registrar voucher-request is badly formed")
-	}
-	rvr, err := voucher.DecodeRequestJSON(content)
-	if err != nil {
-		return nil, problem.New(problem.BadRequest, err, "the registrar voucher-request does not decode: %s", safeDetail(err))
 	}
 	if rvr.SerialNumber == "" {
 		return nil, problem.New(problem.BadRequest, nil, "the registrar voucher-request has no serial-number")
@@ -243,7 +255,7 @@ func (s *Service) authorize(raw []byte, peer []*x509.Certificate) (*claim, error
 				rvr.CreatedOn.UTC().Format(time.RFC3339), s.cfg.MaxClockSkew)
 		}
 	}
-	c := &claim{rvr: rvr, serial: rvr.SerialNumber, registrar: leaf, assertion: voucher.AssertionLogged}
+	c := &claim{format: format, rvr: rvr, serial: rvr.SerialNumber, registrar: leaf, assertion: voucher.AssertionLogged}
 	if len(rvr.Nonce) > 0 {
 		c.nonce = rvr.NonceText
 		if c.nonce == "" {
@@ -251,13 +263,13 @@ func (s *Service) authorize(raw []byte, peer []*x509.Certificate) (*claim, error
 		}
 	}
 	if rvr.PriorSignedVoucherRequest != nil {
-		if err := s.checkPVR(rvr, leaf, env.Certificates, now); err != nil {
+		if err := s.checkPVR(rvr, leaf, rvrCerts, now); err != nil {
 			return nil, err
 		}
 		// RFC 8995 §5.5.5: the checks passed, so the voucher asserts proximity.
 		c.assertion = voucher.AssertionProximity
 	}
-	pinned, err := pinDomain(leaf, env.Certificates, now)
+	pinned, err := pinDomain(leaf, rvrCerts, now)
 	if err != nil {
 		return nil, err
 	}
@@ -267,18 +279,90 @@ func (s *Service) authorize(raw []byte, peer []*x509.Certificate) (*claim, error
 	return c, nil
 }
 
+// openRVR verifies a registrar voucher-request of the given format against
+// the TLS client certificate leaf and decodes it. It returns the request
+// and the certificates it carries (the CMS certificate set, or the COSE
+// x5chain and x5bag: cBRSKI has the registrar put its chain and the
+// pledge's there).
+func openRVR(raw []byte, format voucher.Format, leaf *x509.Certificate, now time.Time) (*voucher.Request, []*x509.Certificate, error) {
+	// RFC 8995 §5.5.4: the registrar is authenticated by its TLS client
+	// certificate; the RVR must be signed by exactly that certificate.
+	opts := voucher.VerifyOptions{Anchors: []*x509.Certificate{leaf}, Time: now}
+	var (
+		content []byte
+		v       *voucher.Verified
+		certs   []*x509.Certificate
+		err     error
+	)
+	if format == voucher.FormatCOSE {
+		content, v, err = voucher.VerifyCOSE(raw, opts)
+		if err == nil {
+			msg, perr := voucher.ParseCOSE(raw) // verified above; parsed again for its certificates
+			if perr != nil {
+				return nil, nil, problem.New(problem.Forbidden, perr, "the registrar voucher-request is badly formed")
+			}
+			certs = append(append(certs, msg.X5Chain...), msg.X5Bag...)
+		}
+	} else {
+		content, v, err = voucher.VerifyCMS(raw, opts)
+		if err == nil {
+			env, perr := voucher.ParseCMS(raw) // verified above; parsed again for its certificate set
+			if perr != nil {
+				return nil, nil, problem.New(problem.Forbidden, perr, "the registrar voucher-request is badly formed")
+			}
+			certs = env.Certificates
+		}
+	}
+	if err != nil {
+		// RFC 8995 §5.6: a badly signed voucher-request is answered 403.
+		return nil, nil, problem.New(problem.Forbidden, err, "the registrar voucher-request is not signed by the TLS client certificate")
+	}
+	if !bytes.Equal(v.Signer.Raw, leaf.Raw) {
+		return nil, nil, problem.New(problem.Forbidden, nil, "the registrar voucher-request is not signed by the TLS client certificate")
+	}
+	rvr, err := decodeRequest(content, format)
+	if err != nil {
+		return nil, nil, problem.New(problem.BadRequest, err, "the registrar voucher-request does not decode: %s", safeDetail(err))
+	}
+	return rvr, certs, nil
+}
+
+// decodeRequest decodes a verified voucher-request payload: YANG-JSON in
+// CMS, YANG-CBOR (SIDs or names) in COSE.
+func decodeRequest(content []byte, format voucher.Format) (*voucher.Request, error) {
+	if format == voucher.FormatCOSE {
+		return voucher.DecodeRequestCBOR(content)
+	}
+	return voucher.DecodeRequestJSON(content)
+}
+
 // checkPVR verifies the pledge voucher-request inside the RVR (RFC 8995
 // §5.5.5, §5.5.6).
 func (s *Service) checkPVR(rvr *voucher.Request, registrar *x509.Certificate, rvrCerts []*x509.Certificate, now time.Time) error {
 	// The IDevID may be past its NotAfter (RFC 8995 §2.6.2: 802.1AR
 	// certificates are long-lived); it must still chain to a manufacturer CA.
-	content, v, err := voucher.VerifyCMS(rvr.PriorSignedVoucherRequest, voucher.VerifyOptions{
-		Anchors: s.anchors, Time: now, IgnoreSignerExpiry: true,
-	})
+	opts := voucher.VerifyOptions{Anchors: s.anchors, Time: now, IgnoreSignerExpiry: true}
+	format := formatOf(rvr.PriorSignedVoucherRequest)
+	var (
+		content []byte
+		v       *voucher.Verified
+		err     error
+	)
+	switch format {
+	case voucher.FormatCOSE:
+		// cBRSKI: the pledge's COSE request carries no certificate; the
+		// registrar put the pledge's IDevID chain in its x5bag.
+		opts.Signers = rvrCerts
+		content, v, err = voucher.VerifyCOSE(rvr.PriorSignedVoucherRequest, opts)
+	case voucher.FormatCMS:
+		content, v, err = voucher.VerifyCMS(rvr.PriorSignedVoucherRequest, opts)
+	default:
+		err = fmt.Errorf("%w: prior-signed-voucher-request is neither CMS nor COSE", voucher.ErrUnsupported)
+	}
 	if err != nil {
 		return problem.New(problem.Forbidden, err, "the pledge voucher-request is not signed by an IDevID of this manufacturer")
 	}
-	pvr, err := voucher.DecodeRequestJSON(content)
+	pvr, err := decodeRequest(content, format)
 	if err != nil {
 		return problem.New(problem.Forbidden, err, "the pledge voucher-request does not decode: %s", safeDetail(err))
 	}
@@ -415,9 +499,32 @@ func hasCMCRA(c *x509.Certificate) bool {
 	return false
 }
 
-// acceptsCMS reports whether an Accept header allows a CMS voucher. An
+// isCOSE reports whether a request media type names the COSE form.
+func isCOSE(mediaType string) bool {
+	return mediaType == MediaVoucherCOSE || mediaType == MediaVoucherCOSELegacy
+}
+
+// responseType is the voucher media type that answers a request of
+// mediaType: the same format, under the name the registrar used.
+func responseType(mediaType string) string {
+	if isCOSE(mediaType) {
+		return mediaType
+	}
+	return MediaVoucherCMS
+}
+
+// formatOf tells a signed CMS artifact from a COSE one by its first bytes.
+func formatOf(b []byte) voucher.Format {
+	f, err := voucher.DetectFormat(b)
+	if err != nil {
+		return ""
+	}
+	return f
+}
+
+// accepts reports whether an Accept header allows media type want. An
 // absent header accepts anything.
-func acceptsCMS(accept string) bool {
+func accepts(accept, want string) bool {
 	if strings.TrimSpace(accept) == "" {
 		return true
 	}
@@ -431,7 +538,7 @@ func acceptsCMS(accept string) bool {
 				continue
 			}
 		}
-		if mt == "*/*" || mt == "application/*" || strings.EqualFold(mt, MediaVoucherCMS) {
+		if mt == "*/*" || mt == "application/*" || strings.EqualFold(mt, want) {
 			return true
 		}
 	}

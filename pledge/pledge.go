@@ -20,6 +20,7 @@ import (
 	"github.com/jmhodges/clock"
 
 	"github.com/gatehouse-pki/gatehouse/pki"
+	"github.com/gatehouse-pki/gatehouse/voucher"
 )
 
 // Well-known paths (RFC 8995 §5, IANA "BRSKI Well-Known URIs").
@@ -134,6 +135,14 @@ type Config struct {
 	// MaxTLSVersion caps the TLS version offered (tls.VersionTLS12 forces
 	// tls-unique binding). Default: TLS 1.3.
 	MaxTLSVersion uint16
+	// VoucherFormat is the format of the voucher-request and so of the
+	// voucher: voucher.FormatCMS (default, "": CMS around JSON, RFC 8995)
+	// or voucher.FormatCOSE (COSE_Sign1 around YANG-CBOR, cBRSKI,
+	// application/voucher+cose). A COSE voucher reaches the pledge without
+	// certificates (cBRSKI: the registrar strips the MASA's x5bag), so
+	// MASAAnchors must then hold the MASA's voucher-signing certificate
+	// itself, whose key verifies the voucher.
+	VoucherFormat voucher.Format
 }
 
 // WithDefaults returns cfg with every unset field at its default.
@@ -164,6 +173,9 @@ func (cfg Config) Validate() error {
 		role: "IDevID", cert: cfg.IDevID, anchors: len(cfg.MASAAnchors), anchorsName: "MASA anchor", clock: cfg.Clock,
 		maxRetryWait: cfg.MaxRetryWait, maxWait: cfg.MaxWait, maxTLS: cfg.MaxTLSVersion,
 	}.check()...)
+	if f := cfg.VoucherFormat; f != "" && f != voucher.FormatCMS && f != voucher.FormatCOSE {
+		errs = append(errs, fmt.Errorf("voucher format %q: want %s or %s", f, voucher.FormatCMS, voucher.FormatCOSE))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}

@@ -23,7 +23,8 @@ const voucherSkew = 5 * time.Minute
 
 // VoucherResult is an accepted voucher.
 type VoucherResult struct {
-	// Raw is the voucher exactly as the registrar sent it (CMS DER).
+	// Raw is the voucher exactly as the registrar sent it (CMS DER, or
+	// COSE_Sign1 with Config.VoucherFormat FormatCOSE).
 	Raw []byte
 	// Voucher is the decoded, verified voucher.
 	Voucher *voucher.Voucher
@@ -84,7 +85,10 @@ func (c *Client) RequestVoucher(ctx context.Context) (*VoucherResult, error) {
 }
 
 // signRequest builds the pledge voucher-request (RFC 8995 §5.2) and signs
-// it with the IDevID key.
+// it with the IDevID key: CMS around JSON with the IDevID chain, or
+// COSE_Sign1 around YANG-CBOR with no certificate (cBRSKI: the pledge
+// SHOULD NOT send x5bag or x5chain; the registrar authenticates it by its
+// client certificate).
 func (c *Client) signRequest(registrarCert *x509.Certificate, nonce []byte) ([]byte, error) {
 	now := c.cfg.Clock.Now().UTC().Truncate(time.Second)
 	pvr := &voucher.Request{
@@ -98,11 +102,23 @@ func (c *Client) signRequest(registrarCert *x509.Certificate, nonce []byte) ([]b
 		// connection (RFC 8995 §5.2).
 		ProximityRegistrarCert: registrarCert.Raw,
 	}
-	payload, err := pvr.MarshalJSON()
+	var (
+		payload, signed []byte
+		err             error
+	)
+	if c.cfg.VoucherFormat == voucher.FormatCOSE {
+		payload, err = pvr.MarshalCBOR()
+	} else {
+		payload, err = pvr.MarshalJSON()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pledge: encode voucher-request: %w", err)
 	}
-	signed, err := voucher.SignCMS(payload, c.key, c.leaf, c.chain, voucher.CMSOptions{SigningTime: now})
+	if c.cfg.VoucherFormat == voucher.FormatCOSE {
+		signed, err = voucher.SignCOSE(payload, c.key, voucher.COSEOptions{})
+	} else {
+		signed, err = voucher.SignCMS(payload, c.key, c.leaf, c.chain, voucher.CMSOptions{SigningTime: now})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pledge: sign voucher-request: %w", err)
 	}
@@ -113,7 +129,8 @@ func (c *Client) signRequest(registrarCert *x509.Certificate, nonce []byte) ([]b
 // than 202, and returns the 200 body and the number of POSTs.
 func (c *Client) postRequest(ctx context.Context, signed []byte) ([]byte, int, error) {
 	for attempt := 1; ; attempt++ {
-		ans, err := c.post(ctx, PathRequestVoucher, voucher.MediaTypeCMS, voucher.MediaTypeCMS, signed)
+		mt := c.voucherMediaType()
+		ans, err := c.post(ctx, PathRequestVoucher, mt, mt, signed)
 		if err != nil {
 			if ctx.Err() != nil && attempt > 1 {
 				return nil, attempt, fmt.Errorf("%w after %d attempts: %w", ErrPending, attempt-1, ctx.Err())
@@ -138,6 +155,15 @@ func (c *Client) postRequest(ctx context.Context, signed []byte) ([]byte, int, e
 		case <-t.C:
 		}
 	}
+}
+
+// voucherMediaType is the media type of the pledge's voucher-request and
+// of the voucher it accepts.
+func (c *Client) voucherMediaType() string {
+	if c.cfg.VoucherFormat == voucher.FormatCOSE {
+		return voucher.MediaTypeCOSE
+	}
+	return voucher.MediaTypeCMS
 }
 
 // retryWait turns a Retry-After value (delay-seconds or an HTTP date) into a
@@ -165,11 +191,27 @@ func retryDelay(h string, now time.Time, maxWait time.Duration) time.Duration {
 // (§5.6.2), which ends the provisional state.
 func (c *Client) verify(raw, nonce []byte) (*VoucherResult, error) {
 	now := c.cfg.Clock.Now()
-	content, ver, err := voucher.VerifyCMS(raw, voucher.VerifyOptions{Anchors: c.cfg.MASAAnchors, Time: now})
+	opts := voucher.VerifyOptions{Anchors: c.cfg.MASAAnchors, Time: now}
+	var (
+		content []byte
+		ver     *voucher.Verified
+		err     error
+	)
+	cose := c.cfg.VoucherFormat == voucher.FormatCOSE
+	if cose {
+		content, ver, err = voucher.VerifyCOSE(raw, opts)
+	} else {
+		content, ver, err = voucher.VerifyCMS(raw, opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMASASignature, err)
 	}
-	v, err := voucher.DecodeVoucherJSON(content)
+	var v *voucher.Voucher
+	if cose {
+		v, err = voucher.DecodeVoucherCBOR(content)
+	} else {
+		v, err = voucher.DecodeVoucherJSON(content)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadVoucher, err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/gatehouse-pki/gatehouse/internal/audit"
 	"github.com/gatehouse-pki/gatehouse/pki"
 	"github.com/gatehouse-pki/gatehouse/store"
+	"github.com/gatehouse-pki/gatehouse/voucher"
 )
 
 // Policy is a manufacturer's ownership policy: which of its pledges the
@@ -82,6 +83,24 @@ type Manufacturer struct {
 	// IDevID says how to read this manufacturer's IDevIDs: the serial
 	// attribute fallback and the idevid-issuer encoding.
 	IDevID pki.IDevIDOptions
+	// MASACOSEMediaType is the media type under which COSE registrar
+	// voucher-requests go to this manufacturer's MASA (Content-Type and
+	// Accept): MediaTypeVoucherCOSE (default, "") or the legacy
+	// MediaTypeVoucherCOSELegacy that earlier cBRSKI MASAs expect. The
+	// pledge is answered under the name it used.
+	MASACOSEMediaType string
+}
+
+// masaMediaType is the media type of a registrar voucher-request of format
+// f sent to m's MASA.
+func (m *Manufacturer) masaMediaType(f voucher.Format) string {
+	switch {
+	case f != voucher.FormatCOSE:
+		return MediaTypeVoucherCMS
+	case m.MASACOSEMediaType != "":
+		return m.MASACOSEMediaType
+	}
+	return MediaTypeVoucherCOSE
 }
 
 // RateLimit is a token bucket: Rate tokens a second, at most Burst saved.
@@ -256,6 +275,9 @@ func (m Manufacturer) validate() error {
 	}
 	if err := m.IDevID.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if t := m.MASACOSEMediaType; t != "" && t != MediaTypeVoucherCOSE && t != MediaTypeVoucherCOSELegacy {
+		errs = append(errs, fmt.Errorf("MASA COSE media type %q: want %s or %s", t, MediaTypeVoucherCOSE, MediaTypeVoucherCOSELegacy))
 	}
 	return errors.Join(errs...)
 }

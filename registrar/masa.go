@@ -3,6 +3,7 @@ package registrar
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -40,17 +41,19 @@ func (s *Service) obtainVoucher(ctx context.Context, pr *pledgeRequest, base *ur
 		return nil, err
 	}
 	tr.masa = true
-	body, err := s.callMASA(ctx, pr.mfg, base, "/requestvoucher", rvr)
+	mt := pr.mfg.masaMediaType(pr.format)
+	body, err := s.callMASA(ctx, pr.mfg, base, "/requestvoucher", rvr, mt)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.checkVoucher(body, pr); err != nil {
+	body, err = s.checkVoucher(body, pr)
+	if err != nil {
 		s.metrics.masaRequests.WithLabelValues(masaInvalid).Inc()
 		return nil, err
 	}
 	s.metrics.masaRequests.WithLabelValues(masaOK).Inc()
 
-	v := store.Voucher{Device: pr.key, Nonce: pr.nonce, MediaType: MediaTypeVoucherCMS, Signed: body, RequestHash: pr.hash}
+	v := store.Voucher{Device: pr.key, Nonce: pr.nonce, MediaType: pr.respType, Signed: body, RequestHash: pr.hash}
 	if pr.dev == nil {
 		// The device record is created only now, with the voucher, so that
 		// every refusal (including PutVoucher's own) leaves the store
@@ -71,8 +74,8 @@ func (s *Service) obtainVoucher(ctx context.Context, pr *pledgeRequest, base *ur
 	case err != nil:
 		return nil, fmt.Errorf("store voucher: %w", err)
 	}
-	s.rememberRVR(pr.key, rvrRecord{rvr: rvr, base: base.String(), mfg: pr.peer.Manufacturer})
-	return &VoucherResponse{MediaType: MediaTypeVoucherCMS, Body: body}, nil
+	s.rememberRVR(pr.key, rvrRecord{rvr: rvr, mediaType: mt, base: base.String(), mfg: pr.peer.Manufacturer})
+	return &VoucherResponse{MediaType: pr.respType, Body: body}, nil
 }
 
 // signRVR builds and signs the registrar voucher-request (RFC 8995 §5.5,
@@ -93,16 +96,33 @@ func (s *Service) signRVR(ctx context.Context, pr *pledgeRequest, base *url.URL)
 			Nonce:     pr.pvr.Nonce,
 			NonceText: pr.pvr.NonceText,
 		},
-		// RFC 8995 §5.5: the entire signed PVR, as received.
+		// RFC 8995 §5.5: the entire signed PVR, as received (cBRSKI: the
+		// raw COSE bytes).
 		PriorSignedVoucherRequest: pr.body,
 	}
-	return s.signRequest(ctx, rvr, pr.id.Serial, pr.key, base)
+	var pledgeChain []*x509.Certificate
+	if pr.format == voucher.FormatCOSE {
+		// cBRSKI: the x5bag carries the pledge's full (D)TLS client chain,
+		// IDevID to root, since its COSE request carries no certificate.
+		pledgeChain = pr.peer.Chain
+	}
+	return s.signRequest(ctx, rvr, pr.format, pledgeChain, pr.id.Serial, pr.key, base)
 }
 
-// signRequest signs rvr with the RA key, embedding the RA leaf and the
-// domain CA chain (the chain the MASA may pin, RFC 8995 §5.5).
-func (s *Service) signRequest(ctx context.Context, rvr *voucher.Request, serial string, key store.DeviceKey, base *url.URL) ([]byte, error) {
-	payload, err := rvr.MarshalJSON()
+// signRequest signs rvr with the RA key in the given format: CMS around
+// JSON embedding the RA leaf and the domain CA chain (the chain the MASA
+// may pin, RFC 8995 §5.5), or COSE_Sign1 around YANG-CBOR with the same
+// certificates and pledgeChain in an unprotected x5bag (cBRSKI).
+func (s *Service) signRequest(ctx context.Context, rvr *voucher.Request, format voucher.Format, pledgeChain []*x509.Certificate,
+	serial string, key store.DeviceKey, base *url.URL,
+) ([]byte, error) {
+	var payload []byte
+	var err error
+	if format == voucher.FormatCOSE {
+		payload, err = rvr.MarshalCBOR()
+	} else {
+		payload, err = rvr.MarshalJSON()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("encode registrar voucher-request: %w", err)
 	}
@@ -110,7 +130,14 @@ func (s *Service) signRequest(ctx context.Context, rvr *voucher.Request, serial 
 	if err := s.audit.Record(ctx, audit.New(audit.RVRSigning, fields...)); err != nil {
 		return nil, err
 	}
-	signed, serr := voucher.SignCMS(payload, s.raKey, s.ra.Leaf, s.domain, voucher.CMSOptions{SigningTime: s.clk.Now()})
+	var signed []byte
+	var serr error
+	if format == voucher.FormatCOSE {
+		bag := append(append([]*x509.Certificate{s.ra.Leaf}, s.domain...), pledgeChain...)
+		signed, serr = voucher.SignCOSE(payload, s.raKey, voucher.COSEOptions{X5Bag: bag})
+	} else {
+		signed, serr = voucher.SignCMS(payload, s.raKey, s.ra.Leaf, s.domain, voucher.CMSOptions{SigningTime: s.clk.Now()})
+	}
 	outcome := "success"
 	if serr != nil {
 		outcome = "failure: " + serr.Error()
@@ -124,13 +151,13 @@ func (s *Service) signRequest(ctx context.Context, rvr *voucher.Request, serial 
 	return signed, nil
 }
 
-// callMASA posts a signed voucher-request to base+op and returns the body
-// of a 200 answer. It refuses at once with 503 when MASAMaxInFlight calls
+// callMASA posts a signed voucher-request of media type mt to base+op and
+// returns the body of a 200 answer. It refuses at once with 503 when MASAMaxInFlight calls
 // are under way, bounds the exchange by MASATimeout and the body by
 // MaxBodyBytes, and maps the MASA's errors as RFC 8995 §5.6 and the attack
 // table B08–B10 say: 404 → 404, other 4xx → 406, 5xx or no answer → 503 +
 // Retry-After, 202 → 202 + Retry-After, anything else → 502.
-func (s *Service) callMASA(ctx context.Context, m *manufacturer, base *url.URL, op string, rvr []byte) ([]byte, error) {
+func (s *Service) callMASA(ctx context.Context, m *manufacturer, base *url.URL, op string, rvr []byte, mt string) ([]byte, error) {
 	select {
 	case s.masaSem <- struct{}{}:
 	default:
@@ -152,8 +179,8 @@ func (s *Service) callMASA(ctx context.Context, m *manufacturer, base *url.URL, 
 	if err != nil {
 		return nil, fmt.Errorf("build MASA request: %w", err)
 	}
-	req.Header.Set("Content-Type", MediaTypeVoucherCMS)
-	req.Header.Set("Accept", MediaTypeVoucherCMS)
+	req.Header.Set("Content-Type", mt)
+	req.Header.Set("Accept", mt)
 	resp, err := m.client.Do(req) // allowlisted MASA URL (no SSRF)
 	if err != nil {
 		s.metrics.masaRequests.WithLabelValues(masaUnavailable).Inc()
@@ -213,37 +240,71 @@ func retryAfter(resp *http.Response, def time.Duration) time.Duration {
 // checkVoucher inspects the MASA's voucher before it is forwarded (RFC 8995
 // §5.6 step 7, attack table B01–B07): the signature chains to the
 // manufacturer's MASA anchors at now, and the serial-number, nonce, times
-// and pinned-domain-cert are the ones this request needs. Any failure is
-// 502: the MASA answered, but with something the registrar will not pass on.
-func (s *Service) checkVoucher(body []byte, pr *pledgeRequest) error {
+// and pinned-domain-cert are the ones this request needs. It returns the
+// voucher to forward: a CMS voucher unchanged, a COSE one without its
+// unprotected x5bag and x5chain (cBRSKI: the registrar MUST strip them).
+// Any failure is 502: the MASA answered, but with something the registrar
+// will not pass on.
+func (s *Service) checkVoucher(body []byte, pr *pledgeRequest) ([]byte, error) {
 	upstream := func(err error, format string, args ...any) error {
 		return problem.New(problem.Upstream, err, "the MASA's voucher is refused: "+format, args...)
 	}
 	if len(body) == 0 {
-		return upstream(nil, "empty")
+		return nil, upstream(nil, "empty")
 	}
 	now := s.clk.Now()
-	content, _, err := voucher.VerifyCMS(body, voucher.VerifyOptions{Anchors: pr.mfg.MASAAnchors, Time: now})
+	v, forward, err := openVoucher(body, pr.format, pr.mfg.MASAAnchors, now)
 	if err != nil {
-		return upstream(err, "signature") // B01, B06, B07, B10
-	}
-	v, err := voucher.DecodeVoucherJSON(content)
-	if err != nil {
-		return upstream(err, "malformed")
+		return nil, upstream(err, "%s", problem.From(err).Detail)
 	}
 	if v.SerialNumber != pr.id.Serial {
-		return upstream(nil, "serial-number %q is not %q", v.SerialNumber, pr.id.Serial) // B02
+		return nil, upstream(nil, "serial-number %q is not %q", v.SerialNumber, pr.id.Serial) // B02
 	}
 	if !v.NonceEqual(&pr.pvr.Fields) {
-		return upstream(nil, "nonce does not match the voucher-request's") // B03
+		return nil, upstream(nil, "nonce does not match the voucher-request's") // B03
 	}
 	if err := v.CheckTimes(now, VoucherSkew); err != nil {
-		return upstream(err, "times") // B04
+		return nil, upstream(err, "times") // B04
 	}
 	if !s.pinsUs(v.PinnedDomainCert) {
-		return upstream(nil, "pinned-domain-cert is not this domain's") // B05
+		return nil, upstream(nil, "pinned-domain-cert is not this domain's") // B05
 	}
-	return nil
+	return forward, nil
+}
+
+// openVoucher verifies a MASA's voucher of the given format against
+// anchors at now and decodes it: CMS around JSON, or COSE_Sign1 around
+// YANG-CBOR whose signer the x5bag chains to an anchor (or an anchor's own
+// key signed it). It returns the voucher and the bytes to forward to the
+// pledge: the CMS unchanged, the COSE with its unprotected x5bag and x5chain
+// stripped, which leaves the signature intact. Errors are problem errors
+// whose Detail names the failing step (signature, malformed).
+func openVoucher(body []byte, format voucher.Format, anchors []*x509.Certificate, now time.Time) (*voucher.Voucher, []byte, error) {
+	opts := voucher.VerifyOptions{Anchors: anchors, Time: now}
+	if format != voucher.FormatCOSE {
+		content, _, err := voucher.VerifyCMS(body, opts)
+		if err != nil {
+			return nil, nil, problem.New(problem.Upstream, err, "signature") // B01, B06, B07, B10
+		}
+		v, err := voucher.DecodeVoucherJSON(content)
+		if err != nil {
+			return nil, nil, problem.New(problem.Upstream, err, "malformed")
+		}
+		return v, body, nil
+	}
+	content, _, err := voucher.VerifyCOSE(body, opts)
+	if err != nil {
+		return nil, nil, problem.New(problem.Upstream, err, "signature")
+	}
+	v, err := voucher.DecodeVoucherCBOR(content)
+	if err != nil {
+		return nil, nil, problem.New(problem.Upstream, err, "malformed")
+	}
+	forward, err := voucher.StripUnprotectedCerts(body)
+	if err != nil {
+		return nil, nil, problem.New(problem.Upstream, err, "malformed")
+	}
+	return v, forward, nil
 }
 
 // pinsUs reports whether der is one of the domain CA certificates or the RA

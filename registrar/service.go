@@ -86,9 +86,10 @@ type Service struct {
 
 // rvrRecord is what the audit-log fetch needs from the voucher exchange.
 type rvrRecord struct {
-	rvr  []byte
-	base string
-	mfg  int
+	rvr       []byte
+	mediaType string // the RVR's, as sent to the MASA
+	base      string
+	mfg       int
 }
 
 type metrics struct {

@@ -395,7 +395,7 @@ func (s *Service) CheckAuditLog(ctx context.Context, key store.DeviceKey) error 
 	if err != nil {
 		return fmt.Errorf("masa url: %w", err)
 	}
-	body, err := s.callMASA(ctx, m, base, "/requestauditlog", rec.rvr)
+	body, err := s.callMASA(ctx, m, base, "/requestauditlog", rec.rvr, rec.mediaType)
 	if err != nil {
 		web.EventFrom(ctx).Add(slog.String("auditlog_error", err.Error()))
 		return s.audit.Record(ctx, audit.New(audit.AuditLogChecked, "device", key.String(), "pledge_serial", key.Serial, "result", "unavailable", "reason", problem.From(err).Detail))

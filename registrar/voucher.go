@@ -26,6 +26,17 @@ import (
 	"github.com/gatehouse-pki/gatehouse/voucher"
 )
 
+// Media types of COSE vouchers and voucher-requests (cBRSKI).
+const (
+	// MediaTypeVoucherCOSE is a COSE_Sign1-signed YANG-CBOR voucher or
+	// voucher-request (cBRSKI; CoAP content format 836).
+	MediaTypeVoucherCOSE = voucher.MediaTypeCOSE
+	// MediaTypeVoucherCOSELegacy is the name earlier cBRSKI drafts gave
+	// it; some MASAs still want it (Manufacturer.MASACOSEMediaType), and a
+	// pledge that sends it is answered under it.
+	MediaTypeVoucherCOSELegacy = "application/voucher-cose+cbor"
+)
+
 // VoucherSkew is how far a voucher's created-on may lead the registrar's
 // clock (attack table B04).
 const VoucherSkew = 5 * time.Minute
@@ -222,15 +233,19 @@ func deviceString(k store.DeviceKey) string {
 
 // pledgeRequest is a pledge voucher-request that passed every check.
 type pledgeRequest struct {
-	peer  *Peer
-	mfg   *manufacturer
-	id    *pki.DeviceIdentity
-	key   store.DeviceKey
-	body  []byte
-	hash  [32]byte
-	pvr   *voucher.Request
-	nonce string
-	dev   *store.Device // nil for a device the store does not know
+	peer *Peer
+	mfg  *manufacturer
+	id   *pki.DeviceIdentity
+	key  store.DeviceKey
+	body []byte
+	hash [32]byte
+	// format is the request's (CMS or COSE; unsigned JSON is relayed as
+	// CMS), respType the media type of the voucher returned for it.
+	format   voucher.Format
+	respType string
+	pvr      *voucher.Request
+	nonce    string
+	dev      *store.Device // nil for a device the store does not know
 }
 
 func (s *Service) requestVoucher(ctx context.Context, in *VoucherInput, tr *vrTrace) (*VoucherResponse, error) {
@@ -275,20 +290,25 @@ func (s *Service) checkPledgeRequest(ctx context.Context, in *VoucherInput, tr *
 	}
 	m := &s.mfgs[peer.Manufacturer]
 	tr.mfg = m.Name
-	if !accepts(in.Accept, MediaTypeVoucherCMS) {
-		// RFC 8995 §5.6: the only voucher format this edge returns.
-		return nil, problem.New(problem.NotAcceptable, nil, "Accept does not allow %s", MediaTypeVoucherCMS)
-	}
-	allowed := []string{MediaTypeVoucherCMS}
+	allowed := []string{MediaTypeVoucherCMS, MediaTypeVoucherCOSE, MediaTypeVoucherCOSELegacy}
 	if s.cfg.AcceptUnsignedJSON {
 		allowed = append(allowed, MediaTypeJSON)
 	}
-	// A11 (415), then A21 (413, read through a capped reader).
-	mt, err := mediaTypeIn(in.MediaType, allowed...)
-	if err != nil {
-		return nil, err
+	mt, mtErr := mediaTypeIn(in.MediaType, allowed...)
+	format, respType := voucher.FormatCMS, MediaTypeVoucherCMS
+	if isCOSE(mt) {
+		format, respType = voucher.FormatCOSE, mt
 	}
-	tr.format = voucher.FormatCMS
+	tr.format = format
+	if !accepts(in.Accept, respType) {
+		// RFC 8995 §5.6, cBRSKI: the voucher is in the request's format
+		// (CMS for a request of any other type).
+		return nil, problem.New(problem.NotAcceptable, nil, "Accept does not allow %s", respType)
+	}
+	// A11 (415), then A21 (413, read through a capped reader).
+	if mtErr != nil {
+		return nil, mtErr
+	}
 	body, err := readBody(in.Body)
 	if err != nil {
 		return nil, err
@@ -310,27 +330,13 @@ func (s *Service) checkPledgeRequest(ctx context.Context, in *VoucherInput, tr *
 	tr.key = key
 	web.EventFrom(ctx).Add(slog.String("idevid_fingerprint", fingerprint(peer.Leaf)))
 
-	content := body
-	if mt != MediaTypeJSON {
-		// Standards digest §1.4 [I]: verify the PVR with the TLS client
-		// certificate's key, the certificate pinned as the only anchor
-		// (A09, A10, A17, A18, A19: verified at now, signingTime ignored).
-		content, _, err = voucher.VerifyCMS(body, voucher.VerifyOptions{
-			Anchors:            []*x509.Certificate{peer.Leaf},
-			Time:               s.clk.Now(),
-			IgnoreSignerExpiry: m.IgnoreIDevIDExpiry,
-		})
-		if err != nil {
-			if errors.Is(err, voucher.ErrUntrusted) {
-				return nil, problem.New(problem.Forbidden, err, "the voucher-request is not signed by this connection's IDevID")
-			}
-			return nil, problem.New(problem.BadRequest, err, "the voucher-request signature does not verify: %v", err)
-		}
+	pvrFormat := format
+	if mt == MediaTypeJSON {
+		pvrFormat = voucher.FormatJSON
 	}
-	// Strict JSON: duplicate and case-variant keys, depth (A16, D3).
-	pvr, err := voucher.DecodeRequestJSON(content)
+	pvr, err := openPVR(body, pvrFormat, peer.Leaf, s.clk.Now(), m.IgnoreIDevIDExpiry)
 	if err != nil {
-		return nil, problem.New(problem.BadRequest, err, "the voucher-request is malformed: %v", err)
+		return nil, err
 	}
 	// RFC 8995 §5.5: the registrar MUST verify that the serial-number
 	// matches the IDevID's (A08).
@@ -360,7 +366,8 @@ func (s *Service) checkPledgeRequest(ctx context.Context, in *VoucherInput, tr *
 	if nonce == "" {
 		nonce = base64.StdEncoding.EncodeToString(pvr.Nonce)
 	}
-	pr := &pledgeRequest{peer: peer, mfg: m, id: id, key: key, body: body, hash: sha256.Sum256(body), pvr: pvr, nonce: nonce}
+	pr := &pledgeRequest{peer: peer, mfg: m, id: id, key: key, body: body, hash: sha256.Sum256(body),
+		format: format, respType: respType, pvr: pvr, nonce: nonce}
 	dev, err := s.db.Device(ctx, key)
 	switch {
 	case err == nil:
@@ -369,6 +376,55 @@ func (s *Service) checkPledgeRequest(ctx context.Context, in *VoucherInput, tr *
 		return nil, fmt.Errorf("read device %s: %w", key, err)
 	}
 	return pr, nil
+}
+
+// openPVR authenticates a pledge voucher-request by the (D)TLS client
+// certificate idevid, pinned as the only anchor, and decodes it: CMS around
+// strict JSON (standards digest §1.4 [I]; A09, A10, A16–A19: verified at
+// now, signingTime ignored), COSE_Sign1 around YANG-CBOR (cBRSKI: verified
+// with the client certificate's key; an x5bag or x5chain the pledge sent
+// does not take part), or unsigned JSON (FormatJSON, RFC 8995 §7.3 reduced
+// security). Failures are problem errors: 403 for a request the connection's
+// IDevID did not sign, 400 for one that is malformed.
+func openPVR(body []byte, format voucher.Format, idevid *x509.Certificate, now time.Time, ignoreExpiry bool) (*voucher.Request, error) {
+	opts := voucher.VerifyOptions{Anchors: []*x509.Certificate{idevid}, Time: now, IgnoreSignerExpiry: ignoreExpiry}
+	var (
+		content = body
+		v       *voucher.Verified
+		err     error
+	)
+	switch format {
+	case voucher.FormatJSON:
+	case voucher.FormatCOSE:
+		content, v, err = voucher.VerifyCOSE(body, opts)
+	default:
+		content, v, err = voucher.VerifyCMS(body, opts)
+	}
+	if err != nil {
+		if errors.Is(err, voucher.ErrUntrusted) {
+			return nil, problem.New(problem.Forbidden, err, "the voucher-request is not signed by this connection's IDevID")
+		}
+		return nil, problem.New(problem.BadRequest, err, "the voucher-request signature does not verify: %v", err)
+	}
+	if v != nil && !bytes.Equal(v.Signer.Raw, idevid.Raw) {
+		return nil, problem.New(problem.Forbidden, nil, "the voucher-request is not signed by this connection's IDevID")
+	}
+	var pvr *voucher.Request
+	if format == voucher.FormatCOSE {
+		pvr, err = voucher.DecodeRequestCBOR(content)
+	} else {
+		// Strict JSON: duplicate and case-variant keys, depth (A16, D3).
+		pvr, err = voucher.DecodeRequestJSON(content)
+	}
+	if err != nil {
+		return nil, problem.New(problem.BadRequest, err, "the voucher-request is malformed: %v", err)
+	}
+	return pvr, nil
+}
+
+// isCOSE reports whether a media type names the COSE voucher form.
+func isCOSE(mt string) bool {
+	return mt == MediaTypeVoucherCOSE || mt == MediaTypeVoucherCOSELegacy
 }
 
 // accepts reports whether an Accept value allows media type want ("" allows

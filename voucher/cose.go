@@ -386,8 +386,8 @@ func coseAllowed(alg int64) bool {
 // tried (verifyWithAnchorKeys): the cBRSKI examples embed no usable chain,
 // and a registrar authenticates a pledge by its DTLS certificate, ignoring
 // any x5bag the pledge sent. Otherwise the certificate among x5chain (leaf
-// first) and x5bag whose key verifies the signature must chain to an
-// anchor at opts.Time. Errors wrap ErrTooLarge, ErrMalformed,
+// first), x5bag and opts.Signers whose key verifies the signature must
+// chain to an anchor at opts.Time. Errors wrap ErrTooLarge, ErrMalformed,
 // ErrUnsupported, ErrBadSignature, ErrUntrusted, ErrExpired or
 // ErrNotYetValid.
 func VerifyCOSE(b []byte, opts VerifyOptions) ([]byte, *Verified, error) {
@@ -427,9 +427,10 @@ func (c *COSE) verify(opts *VerifyOptions) (*Verified, error) {
 	if errors.Is(anchorErr, ErrExpired) || errors.Is(anchorErr, ErrNotYetValid) {
 		return nil, anchorErr // an anchor's key signed, but the anchor is not valid now
 	}
-	embedded := make([]*x509.Certificate, 0, len(c.X5Chain)+len(c.X5Bag))
+	embedded := make([]*x509.Certificate, 0, len(c.X5Chain)+len(c.X5Bag)+len(opts.Signers))
 	embedded = append(embedded, c.X5Chain...)
 	embedded = append(embedded, c.X5Bag...)
+	embedded = append(embedded, opts.Signers...)
 	var chainErr error
 	for _, cert := range embedded {
 		if c.checkKey(cert.PublicKey) != nil {

@@ -379,6 +379,7 @@ func TestVerifyCOSE_Trust(t *testing.T) {
 		{"ca-anchor", withChain, anchorsAt(coseNow, p.ca), nil},
 		{"one-of-anchors", withChain, anchorsAt(coseNow, other.ca, p.ca), nil},
 		{"intermediates-from-options", mustSign(t, payload, p.leafKey, COSEOptions{}), VerifyOptions{Anchors: []*x509.Certificate{p.ca}, Time: coseNow}, []error{ErrUntrusted}},
+		{"signer-from-options", mustSign(t, payload, p.leafKey, COSEOptions{}), VerifyOptions{Anchors: []*x509.Certificate{p.ca}, Time: coseNow, Signers: []*x509.Certificate{other.leaf, p.leaf}}, nil},
 		{"same-key-second-cert-chains", mustSign(t, payload, p.leafKey, COSEOptions{X5Bag: []*x509.Certificate{sameKeyOtherCA, p.leaf}}), anchorsAt(coseNow, p.ca), nil},
 		{"wrong-ca-anchor", withChain, anchorsAt(coseNow, other.ca), []error{ErrUntrusted}},
 		{"wrong-pinned-anchor", withChain, anchorsAt(coseNow, other.leaf), []error{ErrUntrusted}},

@@ -22,6 +22,13 @@ type VerifyOptions struct {
 	// Intermediates are extra certificates offered for chain building, in
 	// addition to those the artifact embeds.
 	Intermediates []*x509.Certificate
+	// Signers are candidate signer certificates delivered beside a COSE
+	// artifact rather than in it, each of which must chain to an anchor as
+	// an embedded one would (cBRSKI: a pledge voucher-request carries no
+	// certificate, and the MASA takes the pledge's IDevID from the
+	// registrar voucher-request's x5bag). VerifyCMS ignores it: a CMS
+	// signer is found by its identifier, Intermediates included.
+	Signers []*x509.Certificate
 	// Time is the verification instant. It is required: the caller's clock,
 	// never the wall clock read here.
 	Time time.Time

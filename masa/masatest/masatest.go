@@ -9,10 +9,12 @@
 package masatest
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -51,6 +53,10 @@ type Options struct {
 	// Delay is how long ModeSlow waits before answering (default 30 s); the
 	// wait ends early when the request's context ends.
 	Delay time.Duration
+	// Observe, when set, sees every request before the MASA does: its
+	// path, Content-Type and body (at most masa.MaxRequestBytes+1 bytes),
+	// so that a test can inspect what a registrar sent.
+	Observe func(path, contentType string, body []byte)
 }
 
 // Server is a running MASA.
@@ -81,6 +87,7 @@ type Server struct {
 
 	clock    clock.Clock
 	requests atomic.Int64
+	observe  func(path, contentType string, body []byte)
 }
 
 // Anchor returns the certificate vouchers chain to (the signing CA's root),
@@ -146,7 +153,7 @@ func build(t testing.TB, opts Options) *Server {
 	}
 	return &Server{
 		SigningCA: signingCA, SigningChain: chain, SigningKey: key,
-		Store: db, Service: svc, Metrics: reg, clock: clk,
+		Store: db, Service: svc, Metrics: reg, clock: clk, observe: opts.Observe,
 	}
 }
 
@@ -157,6 +164,14 @@ func (s *Server) serve(t testing.TB, h http.Handler) {
 	serverCert := pkitest.NewServerCert(t, tlsCA)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.requests.Add(1)
+		if s.observe != nil {
+			body, err := io.ReadAll(io.LimitReader(r.Body, masa.MaxRequestBytes+1))
+			if err != nil {
+				return
+			}
+			s.observe(r.URL.Path, r.Header.Get("Content-Type"), body)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
 		h.ServeHTTP(w, r)
 	}))
 	srv.TLS = s.Service.TLSConfig(serverCert.TLS)
