@@ -317,7 +317,11 @@ func printBenchReport(w io.Writer, r *bench.Report, ledger string) {
 	fmt.Fprintln(w, ")")
 	fmt.Fprintf(w, "  throughput:  %.1f/s\n", r.ThroughputPerS)
 	if r.Floor != nil {
-		fmt.Fprintf(w, "  floor:       %.1f/s on %d cores (%.3f ms server CPU per onboarding); ratio %.2f\n", r.FloorPerS, r.Floor.Cores, r.Floor.CPUPerOpMs, r.RatioToFloor)
+		fmt.Fprintf(w, "  floor:       %.1f/s on %d cores (%.3f ms server CPU per onboarding); ratio %.2f", r.FloorPerS, r.Floor.Cores, r.Floor.CPUPerOpMs, r.RatioToFloor)
+		if r.ServerCPURatioToFloor > 0 {
+			fmt.Fprintf(w, ", server CPU ratio %.2f", r.ServerCPURatioToFloor)
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "  latency ms:  p50 %.1f  p95 %.1f  p99 %.1f  max %.1f\n", r.P50Ms, r.P95Ms, r.P99Ms, r.MaxMs)
 	if r.ServerCPUS >= 0 {

@@ -157,6 +157,12 @@ type Report struct {
 	// FloorPerS and RatioToFloor are set with --floor.
 	FloorPerS    float64 `json:"floor_per_s,omitempty"`
 	RatioToFloor float64 `json:"ratio_to_floor,omitempty"`
+	// ServerCPURatioToFloor is the floor's CPU per onboarding over the
+	// server's measured CPU per operation: how close the server's own work
+	// comes to the floor, whatever share of the machine other processes
+	// (the load generator included) took. Set with --floor when the server
+	// was measured.
+	ServerCPURatioToFloor float64 `json:"server_cpu_ratio_to_floor,omitempty"`
 	// Floor details the floor measurement, with --floor.
 	Floor *FloorReport `json:"floor,omitempty"`
 	// Reconciled reports the ledger check against the store, when run:
@@ -170,6 +176,9 @@ func (r *Report) SetFloor(f *FloorReport) {
 	r.FloorPerS = f.PerS
 	if f.PerS > 0 {
 		r.RatioToFloor = r.ThroughputPerS / f.PerS
+	}
+	if r.ServerCPUPerOpMs > 0 {
+		r.ServerCPURatioToFloor = f.CPUPerOpMs / r.ServerCPUPerOpMs
 	}
 }
 

@@ -199,9 +199,10 @@ func TestFloor(t *testing.T) {
 	}
 	var rep Report
 	rep.ThroughputPerS = f.PerS / 2
+	rep.ServerCPUPerOpMs = f.CPUPerOpMs * 4
 	rep.SetFloor(f)
-	if rep.RatioToFloor != 0.5 || rep.FloorPerS != f.PerS {
-		t.Errorf("SetFloor: ratio %v floor %v", rep.RatioToFloor, rep.FloorPerS)
+	if rep.RatioToFloor != 0.5 || rep.FloorPerS != f.PerS || rep.ServerCPURatioToFloor != 0.25 {
+		t.Errorf("SetFloor: ratio %v floor %v cpu ratio %v", rep.RatioToFloor, rep.FloorPerS, rep.ServerCPURatioToFloor)
 	}
 }
 
