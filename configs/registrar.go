@@ -80,6 +80,12 @@ type DomainCA struct {
 	KeyFile string `yaml:"keyFile"`
 	// KeyURI names the CA key in a KMS, for example a PKCS#11 URI.
 	KeyURI string `yaml:"keyURI"`
+	// CRLBaseURL, when set, puts a CRL distribution point in every LDevID:
+	// <crlBaseURL>/<generation>.crl, which the registrar serves on its HTTPS
+	// listener under /crl/ (for example https://registrar.example:8443/crl).
+	// Default "": LDevIDs carry no distribution point; the CRLs are served
+	// all the same.
+	CRLBaseURL string `yaml:"crlBaseURL"`
 }
 
 // LDevIDProfile is the certificate profile of issued LDevIDs. Names come from

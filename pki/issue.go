@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +65,11 @@ type IssuerConfig struct {
 	// days (DefaultRAValidity); at most 398 days. RA certificates use the
 	// LDevID profile's Backdate.
 	RAValidity time.Duration `yaml:"raValidity"`
+	// CRLBaseURL, when set, puts a CRL distribution point in every LDevID
+	// and RA certificate: CRLURL(CRLBaseURL, issuing CA certificate), the
+	// CRL of the issuing generation. Default "": none. An http or https
+	// URL.
+	CRLBaseURL string `yaml:"crlBaseURL"`
 }
 
 // WithDefaults returns cfg with every unset field at its default.
@@ -80,6 +86,11 @@ func (cfg IssuerConfig) Validate() error {
 	var errs []error
 	if err := cfg.LDevID.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("ldevid: %w", err))
+	}
+	if cfg.CRLBaseURL != "" {
+		if u, err := url.Parse(cfg.CRLBaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("%w: crlBaseURL %q: want an http or https URL", ErrProfile, cfg.CRLBaseURL))
+		}
 	}
 	if cfg.RAValidity <= 0 || cfg.RAValidity > MaxLeafValidity {
 		errs = append(errs, fmt.Errorf("%w: raValidity %s: must be in (0, %s]", ErrProfile, cfg.RAValidity, MaxLeafValidity))
@@ -321,7 +332,15 @@ func (iss *Issuer) leafTemplate(pub crypto.PublicKey, validity, backdate time.Du
 		AuthorityKeyId:        iss.ca.Cert.SubjectKeyId,
 		BasicConstraintsValid: true,
 		IsCA:                  false,
+		CRLDistributionPoints: crlDP(iss.cfg.CRLBaseURL, iss.ca.Cert),
 	}, nil
+}
+
+func crlDP(base string, ca *x509.Certificate) []string {
+	if u := CRLURL(base, ca); u != "" {
+		return []string{u}
+	}
+	return nil
 }
 
 // prepare signs tmpl with the lint key, lints, and records the TBS.

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/jmhodges/clock"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/gatehouse-pki/gatehouse/internal/audit"
 	"github.com/gatehouse-pki/gatehouse/internal/problem"
@@ -621,7 +623,47 @@ func (s *Service) RolloverCA(ctx context.Context, d RolloverDeps) (RolloverResul
 	}
 	res, err := Rollover(ctx, d)
 	if err != nil {
+		s.caMetrics.rollovers.WithLabelValues("failed").Inc()
 		return res, problem.New(problem.Internal, err, "rollover failed at a durable step; run it again to resume")
 	}
+	s.caMetrics.rollovers.WithLabelValues("ok").Inc()
 	return res, nil
+}
+
+// caMetrics are the domain CA lifecycle metrics (docs/metrics.md).
+type caMetrics struct {
+	rollovers   *prometheus.CounterVec
+	revocations prometheus.Counter
+	crls        prometheus.Counter
+}
+
+func newCAMetrics(reg prometheus.Registerer, s *Service) *caMetrics {
+	f := promauto.With(reg)
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "brski_registrar_ca_not_after_seconds",
+		Help: "NotAfter of the issuing domain CA generation, Unix seconds.",
+	}, func() float64 {
+		if iss := s.ca().issuer; iss != nil {
+			return float64(iss.CA().Cert.NotAfter.Unix())
+		}
+		return 0
+	})
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "brski_registrar_ca_generations",
+		Help: "Domain CA generations the registrar serves (more than 1 during a rollover overlap).",
+	}, func() float64 { return float64(len(s.ca().gens)) })
+	return &caMetrics{
+		rollovers: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "brski_registrar_ca_rollovers_total",
+			Help: "Online domain CA rollovers by result (ok, failed).",
+		}, []string{"result"}),
+		revocations: f.NewCounter(prometheus.CounterOpts{
+			Name: "brski_registrar_ldevid_revocations_total",
+			Help: "LDevIDs revoked through this registrar.",
+		}),
+		crls: f.NewCounter(prometheus.CounterOpts{
+			Name: "brski_registrar_crls_issued_total",
+			Help: "CRLs signed by this registrar.",
+		}),
+	}
 }

@@ -200,28 +200,28 @@ const LDevIDRevoked = "ldevid-revoked"
 // re-enrolment and every EST operation, including on connections opened
 // before (the store is read per request). Unknown serial: NotFound;
 // already revoked: Conflict.
-func Revoke(ctx context.Context, db *store.DB, serial *big.Int, reason int) error {
+func Revoke(ctx context.Context, db *store.DB, serial *big.Int, reason int) (generation string, err error) {
 	valid := false
 	for _, code := range RevocationReasons {
 		valid = valid || code == reason
 	}
 	if !valid {
-		return problem.New(problem.BadRequest, nil, "revocation reason code %d is not accepted", reason)
+		return "", problem.New(problem.BadRequest, nil, "revocation reason code %d is not accepted", reason)
 	}
 	c, err := db.Certificate(ctx, serial)
 	if errors.Is(err, store.ErrNotFound) {
-		return problem.New(problem.NotFound, err, "no certificate with serial %s", serial.Text(16))
+		return "", problem.New(problem.NotFound, err, "no certificate with serial %s", serial.Text(16))
 	}
 	if err != nil {
-		return err
+		return "", err
 	}
 	ev := audit.New(LDevIDRevoked, "cert_serial", serial.Text(16), "device", c.Device.String(), "pledge_serial", c.Device.Serial,
 		"generation", c.Generation, "reason", reasonName(reason))
 	err = db.Revoke(ctx, serial, reason, ev)
 	if errors.Is(err, store.ErrConflict) {
-		return problem.New(problem.Conflict, err, "certificate %s is already revoked", serial.Text(16))
+		return "", problem.New(problem.Conflict, err, "certificate %s is already revoked", serial.Text(16))
 	}
-	return err
+	return c.Generation, err
 }
 
 func reasonName(code int) string {
@@ -233,8 +233,20 @@ func reasonName(code int) string {
 	return fmt.Sprint(code)
 }
 
-// Revoke revokes on this registrar's store (Revoke), then republishes the
-// CRL of the certificate's generation.
+// Revoke revokes on this registrar's store (Revoke), then issues a new CRL
+// for the certificate's generation (RFC 5280 §5: the next CRL lists it;
+// here that CRL is published at once).
 func (s *Service) Revoke(ctx context.Context, serial *big.Int, reason int) error {
-	return Revoke(ctx, s.db, serial, reason)
+	gen, err := Revoke(ctx, s.db, serial, reason)
+	if err != nil {
+		return err
+	}
+	s.caMetrics.revocations.Inc()
+	if s.caKeys() == nil {
+		return nil
+	}
+	if _, err := s.reissueCRL(context.WithoutCancel(ctx), gen); err != nil {
+		return fmt.Errorf("revoked, but the CRL of generation %s was not reissued (it will be on the next request): %w", gen, err)
+	}
+	return nil
 }

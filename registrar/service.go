@@ -70,6 +70,9 @@ type Service struct {
 	// serializes online rollovers.
 	keys   CAKeys
 	rollMu sync.Mutex
+	// crlMu serializes CRL issuance (registrar/crl.go).
+	crlMu     sync.Mutex
+	caMetrics *caMetrics
 	// estClientRoots holds Config.ESTClientIssuers; nil when none.
 	estClientRoots *x509.CertPool
 	// enrollFlight merges identical concurrent enrolments (reliability L8).
@@ -156,6 +159,7 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		}
 	}
 	s.caPtr.Store(newCAState(deps.Issuer, deps.DomainCA, deps.RA.Leaf))
+	s.caMetrics = newCAMetrics(deps.Metrics, s)
 	for _, m := range cfg.Manufacturers {
 		mm := manufacturer{Manufacturer: m, roots: x509.NewCertPool(), allowlist: map[string]bool{}}
 		for _, r := range m.IDevIDRoots {

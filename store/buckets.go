@@ -35,6 +35,9 @@ const (
 	// in progress (store/rollover.go). Added without a schema change: an
 	// absent bucket means no rollover ever started.
 	bucketRollover = "ca-rollover"
+	// bucketCRLs: generation ID → crlRecordV1, the current CRL of each CA
+	// generation (store/crl.go). Added without a schema change.
+	bucketCRLs = "crls"
 )
 
 // metaSchemaVersion is the key, in bucketMeta, of the schema version
@@ -57,6 +60,7 @@ var allBuckets = []string{
 	bucketGenerations,
 	bucketLDevIDKeys,
 	bucketRollover,
+	bucketCRLs,
 }
 
 // digestExcluded lists the buckets that StateDigest leaves out: append-only

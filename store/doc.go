@@ -107,6 +107,8 @@
 //	ca-rollover      "current" → rolloverRecordV1 {v, from, to, step, keyRef,
 //	                 newWithNew, newWithOld, oldWithNew, startedAt,
 //	                 updatedAt}: the rollover in progress, one step at a time
+//	crls             generation ID → crlRecordV1 {v, generation, number, der,
+//	                 thisUpdate, nextUpdate}: each generation's current CRL
 //
 // A device key's issuer and serial contain no NUL byte, so the composite
 // keys above are unambiguous and prefix scans per device are exact.

@@ -358,6 +358,7 @@ func TestDB_DumpFormat(t *testing.T) {
 		"bucket ca-rollover sequence 0\n" +
 		"bucket certificates sequence 0\n" +
 		"bucket certs-by-device sequence 0\n" +
+		"bucket crls sequence 0\n" +
 		"bucket devices sequence 0\n" +
 		`36613166306300534e2d31 "{\"v\":1,\"issuer\":\"6a1f0c\",\"serial\":\"SN-1\",\"status\":\"new\",\"createdAt\":\"2030-01-02T03:04:05Z\",\"updatedAt\":\"2030-01-02T03:04:05Z\"}"` + "\n" +
 		"bucket intents sequence 0\n" +

@@ -295,8 +295,13 @@ func (a *app) caRevokeCmd(f *caFlags) *cobra.Command {
 			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
-			err = a.withCA(ctx, t, func(db *store.DB, _ *audit.Recorder) error {
-				return registrar.Revoke(ctx, db, serial, code)
+			err = a.withCA(ctx, t, func(db *store.DB, rec *audit.Recorder) error {
+				gen, err := registrar.Revoke(ctx, db, serial, code)
+				if err != nil {
+					return err
+				}
+				_, err = registrar.IssueCRL(ctx, registrar.CRLDeps{Store: db, Clock: a.clk, Keys: registrar.KeyFiles{}, Audit: rec}, gen)
+				return err
 			}, func(base *url.URL) error {
 				body, err := json.Marshal(map[string]string{"reason": reason})
 				if err != nil {

@@ -166,7 +166,7 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 		_ = httpsLn.Close()
 		return err
 	}
-	srv := newServer(svc.HandlerWith(estSrv), nil, logger)
+	srv := newServer(svc.HandlerWith(estSrv, svc.CRLs()), nil, logger)
 	svc.ConfigureServer(srv)
 	httpsLn = limitListener(reg, "registrar", httpsLn, cfg.Listen.MaxConnsPerIP)
 	eps = append(eps, endpoint{name: "registrar", ln: httpsLn, srv: srv, tls: true})
@@ -304,7 +304,7 @@ func newIssuer(ctx context.Context, clk clock.Clock, dc configs.DomainCA, chain 
 	if err != nil {
 		return nil, pki.Profile{}, err
 	}
-	cfg := pki.IssuerConfig{LDevID: profile}.WithDefaults()
+	cfg := pki.IssuerConfig{LDevID: profile, CRLBaseURL: dc.CRLBaseURL}.WithDefaults()
 	deps := pki.IssuerDeps{Clock: clk, CA: ca}
 	l, err := lint.NewMode(lint.Mode(p.Lint), nil)
 	if err != nil {

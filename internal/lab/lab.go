@@ -250,7 +250,8 @@ func (l *Lab) openRegistrar(ctx context.Context, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("lab: domain CA: %w", err)
 	}
-	icfg := pki.IssuerConfig{}.WithDefaults()
+	// LDevIDs name their generation's CRL on this listener.
+	icfg := pki.IssuerConfig{CRLBaseURL: "https://" + dialable(l.HTTPS.Addr()) + "/crl"}.WithDefaults()
 	idep := pki.IssuerDeps{Clock: opts.Clock, CA: ca}
 	if linter != nil {
 		idep.Linter = linter
@@ -296,7 +297,7 @@ func (l *Lab) openRegistrar(ctx context.Context, opts Options) error {
 // Handler returns the registrar's pledge-facing handler: the BRSKI routes
 // and the EST routes on one mux (RFC 8995 §5.9: EST continues on the
 // voucher connection). Serve it on HTTPS with Registrar.ConfigureServer.
-func (l *Lab) Handler() http.Handler { return l.Registrar.HandlerWith(l.EST) }
+func (l *Lab) Handler() http.Handler { return l.Registrar.HandlerWith(l.EST, l.Registrar.CRLs()) }
 
 // recorder opens the JSON audit file at path and returns a recorder
 // writing to db and mirroring to it; the file is closed with the lab.

@@ -38,6 +38,12 @@ var defaultAllowlist = map[string]string{
 	// bare public suffix; a private domain CA naming its own loopback
 	// registrar is the intended use.
 	"n_san_iana_pub_suffix_empty": "localhost in loopback registrar/lab certificates (RFC 6761 special-use name)",
+	// The lab (and a registrar configured so) publishes each generation's
+	// CRL on the registrar's HTTPS listener, the one address every device
+	// already reaches; the lint counts only ldap: and http: URIs. The CRL is
+	// signed, so the scheme adds nothing to its integrity; an http base URL
+	// (domainCA.crlBaseURL) avoids the warning where a plain listener exists.
+	"w_distribution_point_missing_ldap_or_uri": "CRL distribution point on the registrar's HTTPS listener (https: URI)",
 }
 
 // DefaultAllowlist returns a copy of the reviewed allowlist: lint name →

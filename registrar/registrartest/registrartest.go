@@ -75,6 +75,8 @@ type Options struct {
 	// Linter lints every LDevID before signing; default full zlint
 	// (pkitest.NewLinter), as reliability Q1 asks of every test.
 	Linter pki.Linter
+	// CRLBaseURL is the issuer's CRL distribution point base (default none).
+	CRLBaseURL string
 	// EST configures the EST edge mounted on the registrar's mux.
 	EST est.Config
 }
@@ -167,7 +169,7 @@ func Start(t testing.TB, opts Options) *Registrar {
 		opts.Linter = pkitest.NewLinter(t)
 	}
 	cfg.LDevID = opts.LDevID
-	issuer := opts.DomainCA.NewIssuer(t, pki.IssuerConfig{LDevID: opts.LDevID}, opts.Linter)
+	issuer := opts.DomainCA.NewIssuer(t, pki.IssuerConfig{LDevID: opts.LDevID, CRLBaseURL: opts.CRLBaseURL}, opts.Linter)
 	reg := prometheus.NewRegistry()
 	svc, err := registrar.New(cfg, registrar.Deps{
 		Issuer:   issuer,
@@ -190,7 +192,7 @@ func Start(t testing.TB, opts Options) *Registrar {
 	if _, err := db.ResolveIntents(t.Context()); err != nil {
 		t.Fatalf("registrartest: resolve intents: %v", err)
 	}
-	srv := web.NewServer(svc.HandlerWith(estSrv), nil, opts.Logger)
+	srv := web.NewServer(svc.HandlerWith(estSrv, svc.CRLs()), nil, opts.Logger)
 	svc.ConfigureServer(srv)
 	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "127.0.0.1:0")
 	if err != nil {
