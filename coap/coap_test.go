@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gatehouse-pki/gatehouse/coap"
+	"github.com/gatehouse-pki/gatehouse/est"
 	"github.com/gatehouse-pki/gatehouse/masa/masatest"
 	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 	"github.com/gatehouse-pki/gatehouse/pledge"
@@ -35,6 +36,13 @@ type env struct {
 // listener on the same registrar service, all on loopback.
 func newEnv(t *testing.T, edit ...func(*registrartest.Options)) *env {
 	t.Helper()
+	return newEnvWith(t, coap.Config{}, nil, edit...)
+}
+
+// newEnvWith is newEnv with a listener configuration and, when wrap is
+// set, the EST service wrapped (failure injection).
+func newEnvWith(t *testing.T, cfg coap.Config, wrap func(coap.EST) coap.EST, edit ...func(*registrartest.Options)) *env {
+	t.Helper()
 	fc := pkitest.NewClock()
 	mfg := pkitest.NewCA(t, pkitest.Name("CoAP Test Manufacturer"), pkitest.Clock(fc))
 	m := masatest.Start(t, masatest.Options{Clock: fc, Manufacturer: mfg})
@@ -43,12 +51,16 @@ func newEnv(t *testing.T, edit ...func(*registrartest.Options)) *env {
 		e(&opts)
 	}
 	reg := registrartest.Start(t, opts)
-	srv, err := coap.New(coap.Config{}, coap.Deps{
+	var estSvc coap.EST = reg.EST
+	if wrap != nil {
+		estSvc = wrap(estSvc)
+	}
+	srv, err := coap.New(cfg, coap.Deps{
 		Logger:    slog.New(slog.DiscardHandler),
 		Clock:     fc,
 		Metrics:   prometheus.NewRegistry(),
 		Registrar: reg.Service,
-		EST:       reg.EST,
+		EST:       estSvc,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -209,5 +221,77 @@ func TestServer_RateLimited(t *testing.T) {
 	var ce *pledge.CoAPError
 	if !errors.As(err, &ce) || ce.Code != codes.ServiceUnavailable || ce.MaxAge < time.Second {
 		t.Fatalf("third crts = %v, want 5.03 with Max-Age", err)
+	}
+}
+
+// TestServer_SessionCap: reliability F09: with MaxSessions open, a new
+// handshake is refused while the open sessions keep working; a session
+// closed for idleness frees its slot.
+func TestServer_SessionCap(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, coap.Config{MaxSessions: 2, IdleTimeout: 3 * time.Second}, nil)
+	id := pkitest.NewIDevID(t, e.mfg, "SN-COAP-CAP", e.masa.Authority)
+	s1 := e.dial(t, *id)
+	s2 := e.dial(t, *id)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	if s3, err := pledge.DialCoAPS(ctx, e.addr, id.TLS, e.verifyDomain); err == nil {
+		_ = s3.Close()
+		t.Fatal("a third session was accepted over MaxSessions 2")
+	}
+	if _, err := s2.CACerts(t.Context()); err != nil {
+		t.Fatalf("an open session stopped working: %v", err)
+	}
+	_ = s1.Close()
+	var err error
+	for range 8 {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		var s3 *pledge.CoAPSession
+		s3, err = pledge.DialCoAPS(ctx, e.addr, id.TLS, e.verifyDomain)
+		cancel()
+		if err == nil {
+			_ = s3.Close()
+			return
+		}
+	}
+	t.Fatalf("no session after one was closed: %v", err)
+}
+
+// slowEST delays enrolment (failure injection: a slow back end).
+type slowEST struct {
+	coap.EST
+	delay time.Duration
+}
+
+func (s slowEST) EnrollDER(ctx context.Context, req *est.Request, der []byte) (*x509.Certificate, error) {
+	time.Sleep(s.delay)
+	return s.EST.EnrollDER(ctx, req, der)
+}
+
+// TestServer_SeparateResponse: a back end slower than PiggybackWait gets
+// an empty ACK at once and the answer as a separate CON response with the
+// request's token (RFC 7252 §5.2.2, RFC 9148 §5.7).
+func TestServer_SeparateResponse(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, coap.Config{PiggybackWait: 50 * time.Millisecond}, func(s coap.EST) coap.EST { return slowEST{s, 300 * time.Millisecond} })
+	id := e.onboarded(t, "SN-COAP-SEP")
+	r := e.raw(t, id.TLS)
+	key := pkitest.NewKey(t)
+	tk := tok()
+	ack := r.con(post, tk, append(path("/.well-known/est/sen"), opt{12, u(286)}, opt{17, u(287)}), registrartest.NewCSR(t, key, "SN-COAP-SEP"))
+	if ack.typ != 2 || ack.code != 0 || ack.mid != r.mid || len(ack.token) != 0 {
+		t.Fatalf("first reply: type %d code %d.%02d mid %d, want an empty ACK for mid %d", ack.typ, ack.code>>5, ack.code&31, ack.mid, r.mid)
+	}
+	sep := r.recv()
+	if sep.typ != 0 || sep.code != code(2, 4) || string(sep.token) != string(tk) {
+		t.Fatalf("separate response: type %d code %d.%02d token %x, want CON 2.04 with token %x", sep.typ, sep.code>>5, sep.code&31, sep.token, tk)
+	}
+	// Acknowledge it (an empty ACK), so the server stops retransmitting.
+	if _, err := r.c.Write([]byte{0x60, 0, byte(sep.mid >> 8), byte(sep.mid)}); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(sep.payload)
+	if err != nil || !key.PublicKey.Equal(cert.PublicKey) {
+		t.Fatalf("separate response payload: %v", err)
 	}
 }

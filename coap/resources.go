@@ -279,7 +279,9 @@ func (s *Server) run(w *responsewriter.ResponseWriter[*udpclient.Conn], m *pool.
 	if v, err := m.GetOptionUint32(message.Block1); err == nil {
 		b1 = []message.Option{{ID: message.Block1, Value: uintValue(v &^ 0x8)}}
 	}
-	timer := s.clk.NewTimer(s.cfg.PiggybackWait)
+	// A real wait, not a time read: the fake clock of tests must not stop
+	// separate responses.
+	timer := time.NewTimer(s.cfg.PiggybackWait)
 	defer timer.Stop()
 	select {
 	case resp := <-result:

@@ -1,0 +1,85 @@
+package coap_test
+
+import (
+	"crypto/rand"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pion/dtls/v3/pkg/crypto/elliptic"
+	"github.com/pion/dtls/v3/pkg/protocol"
+	"github.com/pion/dtls/v3/pkg/protocol/extension"
+	"github.com/pion/dtls/v3/pkg/protocol/handshake"
+	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
+)
+
+// clientHello is a cookieless DTLS 1.2 ClientHello record offering
+// TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 (0xC0AE) on P-256.
+func clientHello(t *testing.T, seq uint64) []byte {
+	t.Helper()
+	var random handshake.Random
+	_, _ = rand.Read(random.RandomBytes[:])
+	rec := &recordlayer.RecordLayer{
+		Header: recordlayer.Header{Version: protocol.Version1_0, SequenceNumber: seq},
+		Content: &handshake.Handshake{Message: &handshake.MessageClientHello{
+			Version:            protocol.Version1_2,
+			Random:             random,
+			CipherSuiteIDs:     []uint16{0xc0ae},
+			CompressionMethods: []*protocol.CompressionMethod{{}},
+			Extensions:         []extension.Extension{&extension.SupportedEllipticCurves{EllipticCurves: []elliptic.Curve{elliptic.P256}}},
+		}},
+	}
+	b, err := rec.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestServer_CookielessClientHellos: reliability F08 (in part): a flood
+// of ClientHellos without a cookie gets only HelloVerifyRequests, no
+// bigger than the requests (no amplification), and no handshake proceeds.
+// The "0 bytes of per-peer state" half is not met: pion's listener keeps a
+// connection object per source address from its first ClientHello
+// (docs/flows/coap.md).
+func TestServer_CookielessClientHellos(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ua, err := net.ResolveUDPAddr("udp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200 // more sources than the default session cap (128)
+	sent, got := 0, 0
+	buf := make([]byte, 2048)
+	for i := range n {
+		// A new source port for each, as a spoofing flood would look.
+		c, err := (&net.Dialer{}).DialContext(t.Context(), "udp", ua.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		hello := clientHello(t, 0)
+		if _, err := c.Write(hello); err != nil {
+			t.Fatal(err)
+		}
+		sent += len(hello)
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		m, err := c.Read(buf)
+		_ = c.Close()
+		if err != nil {
+			// Not answered (the session cap, or a lost datagram): no
+			// state to keep either.
+			continue
+		}
+		got += m
+		// Record header (13 bytes), then the handshake header: type 3 is
+		// HelloVerifyRequest.
+		if m < 14 || buf[0] != byte(protocol.ContentTypeHandshake) || buf[13] != byte(handshake.TypeHelloVerifyRequest) {
+			t.Fatalf("hello %d: answered %x, want a HelloVerifyRequest", i, buf[:min(m, 16)])
+		}
+	}
+	if got > sent {
+		t.Fatalf("answered %d bytes to %d bytes of ClientHellos: amplification", got, sent)
+	}
+	t.Logf("%d cookieless ClientHellos, %d bytes; %d bytes of HelloVerifyRequests (ratio %.2f)", n, sent, got, float64(got)/float64(sent))
+}
