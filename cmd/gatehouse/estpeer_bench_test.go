@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,16 +22,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmhodges/clock"
+	"golang.org/x/sync/errgroup"
+
 	"github.com/gatehouse-pki/gatehouse/est"
-	"github.com/gatehouse-pki/gatehouse/internal/lab"
+	"github.com/gatehouse-pki/gatehouse/internal/bench"
 	"github.com/gatehouse-pki/gatehouse/pki"
+	"github.com/gatehouse-pki/gatehouse/pledge"
 )
 
 // estPeerParallelism multiplies GOMAXPROCS into the clients in flight.
 const estPeerParallelism = 16
 
-// estPeerPledges is how many lab pledges (after their voucher) enrol.
-const estPeerPledges = 8
+// estPeerPledges is how many pledges (minted from the lab manufacturer,
+// each after its voucher) enrol: enough that none exceeds the registrar's
+// per-IDevID rate limit (10/s, burst 40) at the rates reached here.
+const estPeerPledges = 256
 
 // BenchmarkSimpleEnroll_VsESTServer is the side-by-side of issue #7: the
 // same EST client (one in this file: base64 PKCS#10 with
@@ -40,10 +47,13 @@ const estPeerPledges = 8
 // and with keep-alive, the two servers alternating. Both run as their own
 // processes on loopback with the same CA key (the lab's domain CA), the
 // same TLS certificate (the lab registrar's) and the same client CA (the
-// lab's IDevID CA); clients present lab IDevIDs. Gatehouse persists every
+// lab's IDevID CA); clients present IDevIDs minted from the lab
+// manufacturer, each request the next one. Gatehouse persists every
 // certificate durably before answering; estserver's mock CA keeps nothing.
 // The ratio gatehouse/estserver is reported on the estserver line of each
-// pair (gatehouse-ratio) and logged with -v. Under
+// pair (gatehouse-ratio) and logged with -v. Gatehouse's per-IP rate limit
+// (1,000 requests/s from one address) caps it here, all clients being on
+// 127.0.0.1. Under
 // -benchtime=1x (make bench-smoke) it is skipped: building and starting
 // two servers is not a smoke test.
 func BenchmarkSimpleEnroll_VsESTServer(b *testing.B) {
@@ -51,11 +61,8 @@ func BenchmarkSimpleEnroll_VsESTServer(b *testing.B) {
 		b.Skip("side-by-side with estserver: skipped under -benchtime=1x (run make bench)")
 	}
 	gh := startInteropLab(b)
-	for i := 1; i <= estPeerPledges; i++ {
-		gh.voucher(b, lab.SerialName(i))
-	}
-	estURL := startESTServer(b, gh)
 	clients := estPeerClients(b, gh)
+	estURL := startESTServer(b, gh)
 	roots := x509.NewCertPool()
 	ca, err := readCertificates(gh.paths.DomainCA)
 	if err != nil {
@@ -67,24 +74,23 @@ func BenchmarkSimpleEnroll_VsESTServer(b *testing.B) {
 	for _, conn := range []string{"new-conn", "keepalive"} {
 		for _, srv := range []struct{ name, base string }{{"gatehouse", "https://" + gh.host}, {"estserver", estURL}} {
 			b.Run(srv.name+"/"+conn, func(b *testing.B) {
-				tr := &http.Transport{
-					TLSClientConfig:     &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
-					DisableKeepAlives:   conn == "new-conn",
-					MaxIdleConnsPerHost: 1024,
+				// One HTTP client per identity (its TLS client certificate).
+				hcs := make([]*http.Client, len(clients))
+				for i, c := range clients {
+					tr := &http.Transport{
+						TLSClientConfig:   &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{c.idevid}},
+						DisableKeepAlives: conn == "new-conn",
+					}
+					defer tr.CloseIdleConnections()
+					hcs[i] = &http.Client{Transport: tr}
 				}
-				defer tr.CloseIdleConnections()
 				var next, n atomic.Int64
 				b.SetParallelism(estPeerParallelism)
 				b.ReportAllocs()
 				b.RunParallel(func(pb *testing.PB) {
-					c := clients[int(next.Add(1))%len(clients)]
-					// One transport per client identity, sharing settings.
-					ctr := tr.Clone()
-					ctr.TLSClientConfig.Certificates = []tls.Certificate{c.idevid}
-					defer ctr.CloseIdleConnections()
-					hc := &http.Client{Transport: ctr}
 					for pb.Next() {
-						if err := simpleEnroll(b.Context(), hc, srv.base, c); err != nil {
+						i := int(next.Add(1)) % len(clients)
+						if err := simpleEnroll(b.Context(), hcs[i], srv.base, clients[i]); err != nil {
 							b.Error(err)
 							return
 						}
@@ -112,25 +118,43 @@ type estPeerClient struct {
 	serial string
 }
 
-// estPeerClients loads the first lab pledges.
+// estPeerClients mints estPeerPledges IDevIDs from the lab manufacturer
+// and runs the voucher phase for each (which authorizes simpleenroll on the
+// lab), 32 at a time.
 func estPeerClients(b *testing.B, gh *interopLab) []estPeerClient {
 	b.Helper()
-	var out []estPeerClient
-	for i := 1; i <= estPeerPledges; i++ {
-		serial := lab.SerialName(i)
-		chain, err := readCertificates(gh.paths.PledgeIDevID(serial))
-		if err != nil {
-			b.Fatal(err)
-		}
-		key, err := pki.LoadSigner(b.Context(), gh.paths.PledgeKey(serial), nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		idevid, err := lab.KeyPair(chain, key)
-		if err != nil {
-			b.Fatal(err)
-		}
-		out = append(out, estPeerClient{idevid: idevid, serial: serial})
+	clk := clock.New()
+	ids, err := bench.LoadIdentities(b.Context(), gh.data, clk)
+	if err != nil {
+		b.Fatal(err)
+	}
+	u, err := url.Parse(gh.registrar)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := make([]estPeerClient, estPeerPledges)
+	var g errgroup.Group
+	g.SetLimit(32)
+	for i := range out {
+		g.Go(func() error {
+			idevid, serial, err := ids.Next()
+			if err != nil {
+				return err
+			}
+			c, err := pledge.New(pledge.Config{Registrar: u, IDevID: idevid, MASAAnchors: ids.MASAAnchors, Clock: clk, MaxWait: time.Minute})
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if _, err := c.RequestVoucher(b.Context()); err != nil {
+				return fmt.Errorf("voucher for %s: %w", serial, err)
+			}
+			out[i] = estPeerClient{idevid: idevid, serial: serial}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
 	}
 	return out
 }
