@@ -96,6 +96,10 @@ func TestService_FullOnboarding(t *testing.T) {
 	if renewed.SerialNumber.Cmp(cert.SerialNumber) == 0 {
 		t.Error("re-enrolment reused the serial")
 	}
+	// Reliability L8: the renewed certificate is superseded, not revoked.
+	if old, err := e.reg.DB().Certificate(t.Context(), cert.SerialNumber); err != nil || old.Status != store.CertSuperseded || old.SupersededBy.Cmp(renewed.SerialNumber) != 0 {
+		t.Errorf("renewed certificate = %s superseded by %v (%v), want superseded by the new one", old.Status, old.SupersededBy, err)
+	}
 	pkitest.Lint(t, renewed)
 	seq := e.reg.AuditCount(t)
 	resp, body, err = lp.Post(t.Context(), registrar.PathEnrollStatus, registrar.MediaTypeJSON, []byte(`{"version":1,"status":true}`))
@@ -117,5 +121,68 @@ func TestService_FullOnboarding(t *testing.T) {
 	}
 	if open, err := e.reg.DB().OpenIntents(t.Context()); err != nil || len(open) != 0 {
 		t.Errorf("open intents = %v (%v)", open, err)
+	}
+}
+
+// TestService_ReenrollSupersedes (reliability L8 "documented supersede"):
+// each re-enrolment leaves one certificate of the device issued and marks
+// the others superseded, with a cert-superseded event; a superseded LDevID
+// is not revoked, so a device whose renewal response was lost re-enrols
+// with it again, superseding the certificate it never received.
+func TestService_ReenrollSupersedes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	p, a, keyA := e.enrolled(t, "SN-SUP-1")
+	dk := registrar.DeviceKeyFor(p.IDevID.Leaf, "SN-SUP-1")
+	reenroll := func() *x509.Certificate {
+		t.Helper()
+		lp := registrartest.LDevIDPledge(t, e.reg, "SN-SUP-1", a, keyA)
+		c, resp, body, err := lp.EST(t.Context(), est.OpSimpleReenroll, registrartest.NewCSR(t, pkitest.NewKey(t), "SN-SUP-1"))
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("simplereenroll: %v %v %s", err, resp, body)
+		}
+		return c
+	}
+	statuses := func() map[string]store.Certificate {
+		t.Helper()
+		certs, err := e.reg.DB().CertificatesFor(t.Context(), dk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]store.Certificate{}
+		for _, c := range certs {
+			m[c.Serial.Text(16)] = c
+		}
+		return m
+	}
+	seq := e.reg.AuditCount(t)
+	b := reenroll()
+	// The response to b is "lost": the device renews with a again.
+	c := reenroll()
+	st := statuses()
+	for _, tc := range []struct {
+		name string
+		cert *x509.Certificate
+		want store.CertStatus
+		by   *x509.Certificate
+	}{{"a", a, store.CertSuperseded, b}, {"b", b, store.CertSuperseded, c}, {"c", c, store.CertIssued, nil}} {
+		got := st[tc.cert.SerialNumber.Text(16)]
+		if got.Status != tc.want || (tc.by == nil) != (got.SupersededBy == nil) || (tc.by != nil && got.SupersededBy.Cmp(tc.by.SerialNumber) != 0) {
+			t.Errorf("%s: %s superseded by %v, want %s by %v", tc.name, got.Status, got.SupersededBy, tc.want, tc.by)
+		}
+	}
+	var events int
+	for _, ev := range e.reg.AuditSince(t, seq) {
+		if ev.Type == store.EventCertSuperseded && ev.Fields["device"] == dk.String() {
+			events++
+		}
+	}
+	if events != 2 {
+		t.Errorf("cert-superseded events = %d, want 2 (a by b, b by c)", events)
+	}
+	// Still authenticates: enrollstatus with the superseded LDevID.
+	lp := registrartest.LDevIDPledge(t, e.reg, "SN-SUP-1", a, keyA)
+	if resp, body, err := lp.Post(t.Context(), registrar.PathEnrollStatus, registrar.MediaTypeJSON, []byte(`{"version":1,"status":true}`)); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("enrollstatus with a superseded LDevID: %v %v %s", err, resp, body)
 	}
 }

@@ -221,7 +221,8 @@ func (s *Service) reusable(ctx context.Context, key store.DeviceKey, spki []byte
 // issue runs the issuance protocol (DESIGN.md "State and crash safety"):
 // Prepare (serial, TBS hash, pre-issuance lint) → BeginIssuance (durable
 // intent + issue-intent event) → Sign, outside any transaction →
-// CompleteIssuance (certificate, device enrolled, key index and the
+// CompleteIssuance (certificate, device enrolled, key index, on
+// re-enrolment the device's other certificates superseded, and the
 // issue-success event with the DER, one transaction) → return. Nothing is
 // returned to the client before CompleteIssuance commits; a failure after
 // the intent abandons it with an issue-failure event. A crash in between
@@ -261,7 +262,7 @@ func (s *Service) issue(ctx context.Context, e *enrollment, pub crypto.PublicKey
 		return nil, s.abandon(ctx, serial, fields, "sign: "+err.Error(), err)
 	}
 	ok := audit.New(audit.IssueSuccess, append(fields, "not_after", cert.NotAfter.UTC().Format("2006-01-02T15:04:05Z"), "cert_der", hex.EncodeToString(cert.Raw))...)
-	err = s.db.CompleteIssuance(ctx, store.Completion{Serial: serial, DER: cert.Raw, Device: e.key, NotAfter: cert.NotAfter, KeyHash: kh}, ok)
+	err = s.db.CompleteIssuance(ctx, store.Completion{Serial: serial, DER: cert.Raw, Device: e.key, NotAfter: cert.NotAfter, KeyHash: kh, Supersede: e.op == opReenroll}, ok)
 	if err != nil {
 		aerr := s.abandon(ctx, serial, fields, "store: "+err.Error(), err)
 		if errors.Is(err, store.ErrConflict) {

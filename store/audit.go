@@ -20,6 +20,10 @@ const (
 	// AbandonIssuance or by ResolveIntents at start-up. Fields: cert_serial,
 	// reason.
 	EventIssueAbandoned = "issue-abandoned"
+	// EventCertSuperseded records a certificate marked superseded by a
+	// re-enrolment's CompleteIssuance (Completion.Supersede). Fields:
+	// cert_serial (the superseded one), superseded_by, device.
+	EventCertSuperseded = "cert-superseded"
 )
 
 // Event is one audit-log entry. Callers set Type, Fields and optionally

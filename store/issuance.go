@@ -124,6 +124,11 @@ const (
 	CertIssued CertStatus = "issued"
 	// CertRevoked: revoked; RevokedAt and RevocationReason say when and why.
 	CertRevoked CertStatus = "revoked"
+	// CertSuperseded: replaced by a re-enrolment of its device
+	// (SupersededBy, SupersededAt). Not a revocation: the certificate stays
+	// valid until its NotAfter and is on no CRL; it may still be revoked,
+	// which makes it CertRevoked.
+	CertSuperseded CertStatus = "superseded"
 )
 
 // Certificate is an issued certificate (an LDevID).
@@ -147,6 +152,11 @@ type Certificate struct {
 	// RevocationReason is the RFC 5280 CRLReason code (0 unspecified,
 	// 1 keyCompromise, 4 superseded, …); meaningful only when revoked.
 	RevocationReason int
+	// SupersededBy is the serial of the certificate that superseded this
+	// one (status superseded, or revoked after it); nil if none.
+	SupersededBy *big.Int
+	// SupersededAt is when it was superseded; zero if not.
+	SupersededAt time.Time
 }
 
 // certificateRecordV1 is the stored form of Certificate.
@@ -162,6 +172,8 @@ type certificateRecordV1 struct {
 	Status           string    `json:"status"`
 	RevokedAt        time.Time `json:"revokedAt,omitzero"`
 	RevocationReason int       `json:"revocationReason,omitempty"`
+	SupersededBy     string    `json:"supersededBy,omitempty"`
+	SupersededAt     time.Time `json:"supersededAt,omitzero"`
 }
 
 func (rec certificateRecordV1) certificate() (Certificate, error) {
@@ -169,7 +181,7 @@ func (rec certificateRecordV1) certificate() (Certificate, error) {
 	if err != nil {
 		return Certificate{}, err
 	}
-	return Certificate{
+	c := Certificate{
 		Serial:           s,
 		DER:              rec.DER, // decoded from JSON: a fresh slice
 		Device:           DeviceKey{Issuer: rec.Issuer, Serial: rec.DeviceSerial},
@@ -179,7 +191,14 @@ func (rec certificateRecordV1) certificate() (Certificate, error) {
 		Status:           CertStatus(rec.Status),
 		RevokedAt:        rec.RevokedAt,
 		RevocationReason: rec.RevocationReason,
-	}, nil
+		SupersededAt:     rec.SupersededAt,
+	}
+	if rec.SupersededBy != "" {
+		if c.SupersededBy, err = parseSerialHex(rec.SupersededBy); err != nil {
+			return Certificate{}, fmt.Errorf("certificate %s: superseded by: %w", rec.Serial, err)
+		}
+	}
+	return c, nil
 }
 
 // certByDeviceKey is the index key device NUL serial.
@@ -268,6 +287,11 @@ type Completion struct {
 	// SubjectPublicKeyInfo, recorded in the key-uniqueness index
 	// (store/est.go) in the same transaction.
 	KeyHash KeyHash
+	// Supersede marks every other certificate of the device that is still
+	// CertIssued as CertSuperseded by this one, in the same transaction,
+	// with one EventCertSuperseded each (a re-enrolment: one logical LDevID
+	// per device, reliability L8).
+	Supersede bool
 }
 
 // CompleteIssuance stores the signed certificate (and indexes it under the
@@ -345,6 +369,11 @@ func (db *DB) CompleteIssuance(ctx context.Context, c Completion, audit ...Event
 		if err := indexCertificateKey(tx, c.KeyHash, c.Device); err != nil {
 			return err
 		}
+		if c.Supersede {
+			if err := supersede(tx, c.Device, key, sh, now); err != nil {
+				return err
+			}
+		}
 		in.Status, in.ResolvedAt = string(IntentCompleted), now
 		if err := put(tx, bucketIntents, key, in); err != nil {
 			return err
@@ -356,6 +385,40 @@ func (db *DB) CompleteIssuance(ctx context.Context, c Completion, audit ...Event
 	})
 	if err != nil {
 		return fmt.Errorf("complete issuance %s: %w", sh, err)
+	}
+	return nil
+}
+
+// supersede marks device's CertIssued certificates other than the one with
+// serial key (hex by) CertSuperseded by it, each with an
+// EventCertSuperseded event.
+func supersede(tx *bolt.Tx, device DeviceKey, key []byte, by string, now time.Time) error {
+	prefix := append(device.bytes(), 0)
+	c := tx.Bucket([]byte(bucketCertsByDevice)).Cursor()
+	var old [][]byte
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if serial := k[len(prefix):]; !bytes.Equal(serial, key) {
+			old = append(old, bytes.Clone(serial))
+		}
+	}
+	for _, serial := range old {
+		var rec certificateRecordV1
+		if err := get(tx, bucketCertificates, serial, &rec); err != nil {
+			return fmt.Errorf("indexed certificate %x: %w", serial, err)
+		}
+		if CertStatus(rec.Status) != CertIssued {
+			continue
+		}
+		rec.Status, rec.SupersededBy, rec.SupersededAt = string(CertSuperseded), by, now
+		if err := put(tx, bucketCertificates, serial, rec); err != nil {
+			return err
+		}
+		err := appendEvents(tx, []Event{{Time: now, Type: EventCertSuperseded, Fields: map[string]string{
+			"cert_serial": rec.Serial, "superseded_by": by, "device": device.String(),
+		}}})
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
