@@ -22,6 +22,7 @@ import (
 	"github.com/gatehouse-pki/gatehouse/pledge"
 	"github.com/gatehouse-pki/gatehouse/registrar"
 	"github.com/gatehouse-pki/gatehouse/registrar/registrartest"
+	"github.com/gatehouse-pki/gatehouse/store"
 )
 
 type env struct {
@@ -293,5 +294,52 @@ func TestServer_SeparateResponse(t *testing.T) {
 	cert, err := x509.ParseCertificate(sep.payload)
 	if err != nil || !key.PublicKey.Equal(cert.PublicKey) {
 		t.Fatalf("separate response payload: %v", err)
+	}
+}
+
+// TestServer_ConstrainedOnboarding: the whole cBRSKI flow over loopback
+// DTLS with the pledge library: COSE voucher-request on /rv (voucher from
+// the real MASA, pinned domain, registrar chain checked against the pin),
+// voucher_status on /vs (CBOR), /crts, /att, /sen, and enrollstatus on /es
+// over a new session with the LDevID; the registrar records both reports.
+func TestServer_ConstrainedOnboarding(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := pkitest.NewIDevID(t, e.mfg, "SN-COAP-CB", e.masa.Authority)
+	c, err := pledge.New(pledge.Config{
+		Registrar:   &url.URL{Scheme: "coaps", Host: e.addr},
+		IDevID:      id.TLS,
+		MASAAnchors: []*x509.Certificate{e.masa.SigningChain[0]},
+		Clock:       e.fc,
+		MaxWait:     time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	res, err := c.Enroll(t.Context())
+	if err != nil {
+		t.Fatalf("enroll over coaps: %v", err)
+	}
+	if res.Voucher.VoucherStatusErr != nil || res.EnrollStatusErr != nil {
+		t.Fatalf("telemetry: voucher_status %v, enrollstatus %v", res.Voucher.VoucherStatusErr, res.EnrollStatusErr)
+	}
+	if !res.Voucher.PinnedDomainCert.Equal(e.reg.DomainCA.Root()) {
+		t.Fatalf("voucher pins %q, want the domain CA", res.Voucher.PinnedDomainCert.Subject)
+	}
+	opts := x509.VerifyOptions{Roots: e.reg.DomainCA.Pool(), CurrentTime: e.fc.Now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	if _, err := res.LDevID.Verify(opts); err != nil {
+		t.Fatalf("LDevID: %v", err)
+	}
+	tel, err := e.reg.DB().TelemetryFor(t.Context(), registrar.DeviceKeyFor(id.Cert, "SN-COAP-CB"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[store.TelemetryKind]int{}
+	for _, r := range tel {
+		kinds[r.Kind]++
+	}
+	if kinds[store.TelemetryVoucherStatus] != 1 || kinds[store.TelemetryEnrollStatus] != 1 {
+		t.Fatalf("telemetry = %v, want one voucher_status and one enrollstatus", kinds)
 	}
 }

@@ -181,11 +181,12 @@ func (c *Client) enrollEST(ctx context.Context, v *VoucherResult) (*Result, erro
 		}
 	}
 	e := enroller{
-		poster:    c,
-		path:      PathSimpleEnroll,
-		req:       est.CSRRequest{RawSubject: subject, Extensions: exts},
-		key:       res.Key,
-		bind:      !c.cfg.DisableChannelBinding,
+		poster: c,
+		path:   PathSimpleEnroll,
+		req:    est.CSRRequest{RawSubject: subject, Extensions: exts},
+		key:    res.Key,
+		// DTLS gives no tls-unique to bind to (RFC 9148 §4: optional).
+		bind:      !c.cfg.DisableChannelBinding && c.cfg.Registrar.Scheme != "coaps",
 		retryWait: c.retryWait,
 	}
 	if err := e.run(ctx, cs, res); err != nil {
@@ -405,6 +406,17 @@ func (r *Result) verifyLDevID(roots []*x509.Certificate, now time.Time) error {
 // (RFC 8995 §5.9.4: no longer provisional).
 func (c *Client) enrollStatusAsLDevID(ctx context.Context, res *Result) error {
 	roots := append([]*x509.Certificate{res.Voucher.PinnedDomainCert}, res.CACerts...)
+	if c.cfg.Registrar.Scheme == "coaps" {
+		host := c.cfg.Registrar.Hostname()
+		s, err := DialCoAPS(ctx, c.addr, res.TLSCertificate(), func(chain []*x509.Certificate) error {
+			return verifyDomainServer(chain, roots, host, c.cfg.Clock.Now())
+		})
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrConnect, err)
+		}
+		defer func() { _ = s.Close() }()
+		return postStatus(ctx, s, PathEnrollStatus, true, "")
+	}
 	s := newDomainSession(c.cfg.Registrar, res.TLSCertificate(), roots, c.cfg.Clock, c.cfg.MaxTLSVersion)
 	defer s.close()
 	return postStatus(ctx, s, PathEnrollStatus, true, "")

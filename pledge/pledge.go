@@ -162,10 +162,10 @@ func (cfg Config) Validate() error {
 	switch u := cfg.Registrar; {
 	case u == nil:
 		errs = append(errs, errors.New("registrar URL is required"))
-	case u.Scheme == "coaps":
-		errs = append(errs, fmt.Errorf("registrar URL %q: coaps is not supported yet; use https", u))
-	case u.Scheme != "https" || u.Host == "":
-		errs = append(errs, fmt.Errorf("registrar URL %q: want https://host[:port]", u))
+	case u.Scheme == "coaps" && cfg.VoucherFormat == voucher.FormatCMS:
+		errs = append(errs, fmt.Errorf("registrar URL %q: over coaps the voucher-request is COSE (cBRSKI), not CMS", u))
+	case u.Scheme != "https" && u.Scheme != "coaps" || u.Host == "":
+		errs = append(errs, fmt.Errorf("registrar URL %q: want https://host[:port] or coaps://host[:port]", u))
 	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
 		errs = append(errs, fmt.Errorf("registrar URL %q: no user info, query or fragment allowed", u))
 	}
@@ -254,6 +254,9 @@ type Client struct {
 	tr     *http.Transport
 
 	mu sync.Mutex
+	// coaps is the DTLS session of a coaps:// registrar, which carries
+	// every request instead of hc.
+	coaps *CoAPSession
 	// serverChain is the chain the registrar presented on the latest
 	// connection (end-entity first).
 	serverChain []*x509.Certificate
@@ -293,6 +296,11 @@ func New(cfg Config) (*Client, error) {
 	addr := cfg.Registrar.Host
 	if cfg.Registrar.Port() == "" {
 		addr = net.JoinHostPort(cfg.Registrar.Hostname(), "443")
+	}
+	if cfg.Registrar.Scheme == "coaps" {
+		// cBRSKI: CoAP over DTLS carries COSE voucher-requests.
+		addr = coapsAddr(cfg.Registrar)
+		cfg.VoucherFormat = voucher.FormatCOSE
 	}
 	c := &Client{
 		cfg:    cfg,
@@ -334,6 +342,13 @@ func (c *Client) Close() error {
 		_ = p.Close()
 	}
 	c.tr.CloseIdleConnections()
+	c.mu.Lock()
+	cs := c.coaps
+	c.coaps = nil
+	c.mu.Unlock()
+	if cs != nil {
+		_ = cs.Close()
+	}
 	return nil
 }
 
@@ -345,6 +360,14 @@ func (c *Client) connect(ctx context.Context) (*x509.Certificate, error) {
 	c.mu.Unlock()
 	if rec != nil {
 		return rec, nil
+	}
+	if c.cfg.Registrar.Scheme == "coaps" {
+		if _, err := c.session(ctx); err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.recorded, nil
 	}
 	conn, err := c.dialTLS(ctx, "tcp", c.addr)
 	if err != nil {
@@ -470,12 +493,53 @@ type answer struct {
 // post sends body to path on the registrar connection and returns the
 // answer (body capped at MaxResponseBytes).
 func (c *Client) post(ctx context.Context, path, contentType, accept string, body []byte) (*answer, error) {
+	if c.cfg.Registrar.Scheme == "coaps" {
+		s, err := c.session(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return s.post(ctx, path, contentType, accept, body)
+	}
 	return roundTrip(ctx, c.hc, c.base, http.MethodPost, path, contentType, accept, body)
 }
 
 // get fetches path on the registrar connection.
 func (c *Client) get(ctx context.Context, path, accept string) (*answer, error) {
+	if c.cfg.Registrar.Scheme == "coaps" {
+		s, err := c.session(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return s.get(ctx, path, accept)
+	}
 	return roundTrip(ctx, c.hc, c.base, http.MethodGet, path, "", accept, nil)
+}
+
+// session returns the DTLS session to a coaps:// registrar, opening it
+// (IDevID as client certificate, the server chain recorded provisionally
+// and then held to the pin by checkServer, as over TLS) when there is
+// none.
+func (c *Client) session(ctx context.Context) (*CoAPSession, error) {
+	c.mu.Lock()
+	s := c.coaps
+	c.mu.Unlock()
+	if s != nil {
+		return s, nil
+	}
+	s, err := DialCoAPS(ctx, c.addr, c.cfg.IDevID, func(chain []*x509.Certificate) error {
+		return c.checkServer(tls.ConnectionState{PeerCertificates: chain})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConnect, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.coaps != nil {
+		_ = s.Close()
+		return c.coaps, nil
+	}
+	c.coaps = s
+	return s, nil
 }
 
 // roundTrip sends one request to base+path through hc and returns the

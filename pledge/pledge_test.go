@@ -305,7 +305,7 @@ func TestNew_Config(t *testing.T) {
 	good := pledge.Config{Registrar: https, IDevID: idevid.TLS, MASAAnchors: []*x509.Certificate{mfg.Root()}, Clock: fc}
 	tests := map[string]func(*pledge.Config){
 		"no-registrar":    func(c *pledge.Config) { c.Registrar = nil },
-		"coaps":           func(c *pledge.Config) { c.Registrar = coaps },
+		"coaps-cms":       func(c *pledge.Config) { c.Registrar, c.VoucherFormat = coaps, voucher.FormatCMS },
 		"no-anchor":       func(c *pledge.Config) { c.MASAAnchors = nil },
 		"no-clock":        func(c *pledge.Config) { c.Clock = nil },
 		"no-idevid":       func(c *pledge.Config) { c.IDevID.Certificate = nil },

@@ -136,3 +136,26 @@ func TestLab_ReenrollOverCoAPS(t *testing.T) {
 	}
 	opensslVerify(t, l.paths.DomainCA, ldevid)
 }
+
+// TestLab_EnrollOverCoAPS: `gatehouse pledge enroll --registrar coaps://…`
+// runs the whole constrained flow against a running lab (COSE voucher,
+// CBOR telemetry, EST-coaps); the voucher verifies with `gatehouse voucher
+// verify` against the lab's MASA certificate and openssl verifies the
+// LDevID.
+func TestLab_EnrollOverCoAPS(t *testing.T) {
+	t.Parallel()
+	l := startInteropLab(t)
+	bin := buildGatehouse(t)
+	const serial = "GH-0006"
+	out := filepath.Join(l.work, "out")
+	code, stdout, stderr := runBin(t, l.work, bin, "pledge", "enroll", "--registrar", "coaps://"+l.coaps,
+		"--idevid", l.paths.PledgeIDevID(serial), "--key", l.paths.PledgeKey(serial), "--out", out)
+	if code != 0 || !strings.Contains(stdout, "voucher accepted: pledge "+serial) || !strings.Contains(stdout, "enrolled: LDevID") {
+		t.Fatalf("pledge enroll over coaps: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	opensslVerify(t, l.paths.DomainCA, filepath.Join(out, "ldevid.pem"))
+	code, stdout, stderr = runBin(t, l.work, bin, "voucher", "verify", filepath.Join(out, "voucher"), "--anchor", l.paths.MASA)
+	if code != 0 {
+		t.Fatalf("voucher verify of the COSE voucher: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+}

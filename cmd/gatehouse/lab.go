@@ -125,6 +125,8 @@ func (a *app) printLabBanner(cmd *cobra.Command, l *lab.Lab, coapsURL, registrar
 	fmt.Fprintf(w, "pledges: %s … %s in %s\n", p.Pledges[0].Serial, p.Pledges[len(p.Pledges)-1].Serial, p.Paths.PledgesDir)
 	fmt.Fprintf(w, "\nEnrol a pledge from a second terminal:\n\n")
 	fmt.Fprintf(w, "    %s\n\n", l.PledgeCommand(programName(), registrarURL, p.Pledges[0].Serial))
+	fmt.Fprintf(w, "or over CoAP/DTLS (cBRSKI, EST-coaps):\n\n")
+	fmt.Fprintf(w, "    %s\n\n", l.PledgeCommand(programName(), coapsURL, p.Pledges[1].Serial))
 	fmt.Fprintf(w, "See the devices with:\n\n    %s devices list --admin http://%s\n\n", programName(), lab.Dialable(l.Admin))
 	fmt.Fprintln(w, "ready (Ctrl-C to stop)")
 }

@@ -57,7 +57,11 @@ DIR/ldevid.pem (the LDevID and its issuing chain), DIR/ldevid-key.pem (mode
 0600) and DIR/cacerts.pem. Without --masa-anchor it uses the lab layout:
 ../../manufacturer/masa.pem relative to the IDevID.
 
-Not yet implemented: coaps:// registrars.`,
+With a coaps:// registrar the same exchange runs as cBRSKI over CoAP/DTLS
+(docs/flows/coap.md): a COSE voucher-request on /rv, CBOR telemetry on /vs
+and /es, EST-coaps /crts, /att and /sen; DIR/voucher is then the COSE
+voucher, and --masa-anchor must hold the MASA's signing certificate itself
+(the lab's masa.pem does).`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.pledgeEnroll(cmd, f)
@@ -74,11 +78,6 @@ func (a *app) pledgeEnroll(cmd *cobra.Command, f pledgeEnrollFlags) error {
 	u, err := f.conn.registrarURL("pledge enroll")
 	if err != nil {
 		return err
-	}
-	if u.Scheme == "coaps" {
-		// TODO(#5): the cBRSKI voucher phase over CoAP needs COSE pledge
-		// voucher-requests in the pledge library.
-		return usageError{fmt.Errorf("pledge enroll: --registrar %s: enrolment over coaps is not supported yet; enrol over the registrar's https address (pledge reenroll takes coaps://)", f.conn.registrar)}
 	}
 	anchorFile, anchorNote := f.masaAnchor, ""
 	if anchorFile == "" {

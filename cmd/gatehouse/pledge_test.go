@@ -31,7 +31,6 @@ func TestPledgeEnroll_Usage(t *testing.T) {
 	}{
 		{"no-flags", []string{"pledge", "enroll"}, exitUsage, "is required"},
 		{"no-key", []string{"pledge", "enroll", "--registrar", "https://127.0.0.1:1", "--idevid", id}, exitUsage, "--key is required"},
-		{"coaps", []string{"pledge", "enroll", "--registrar", "coaps://127.0.0.1:5684", "--idevid", id, "--key", key}, exitUsage, "enrolment over coaps is not supported yet"},
 		{"not-a-url", []string{"pledge", "enroll", "--registrar", "127.0.0.1:8443", "--idevid", id, "--key", key}, exitUsage, "want https://host:port"},
 		{"no-anchor", []string{"pledge", "enroll", "--registrar", "https://127.0.0.1:1", "--idevid", loose, "--key", key}, exitUsage, "--masa-anchor is required"},
 		{"key-mismatch", []string{"pledge", "enroll", "--registrar", "https://127.0.0.1:1", "--idevid", id, "--key", p.PledgeKey("GH-0002")}, exitFailure, "does not match"},
