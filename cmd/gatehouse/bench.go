@@ -315,7 +315,11 @@ func printBenchReport(w io.Writer, r *bench.Report, ledger string) {
 		fmt.Fprintf(w, ", rate %.1f/s", r.Rate)
 	}
 	fmt.Fprintln(w, ")")
-	fmt.Fprintf(w, "  throughput:  %.1f/s\n", r.ThroughputPerS)
+	fmt.Fprintf(w, "  throughput:  %.1f/s", r.ThroughputPerS)
+	if r.ClientCPUS >= 0 {
+		fmt.Fprintf(w, " (load generator: %.2f s CPU)", r.ClientCPUS)
+	}
+	fmt.Fprintln(w)
 	if r.Floor != nil {
 		fmt.Fprintf(w, "  floor:       %.1f/s on %d cores (%.3f ms server CPU per onboarding); ratio %.2f", r.FloorPerS, r.Floor.Cores, r.Floor.CPUPerOpMs, r.RatioToFloor)
 		if r.ServerCPURatioToFloor > 0 {

@@ -149,6 +149,9 @@ type Report struct {
 	// and ServerPeakRSSMiB the largest RSS sampled; both -1 when unknown.
 	ServerCPUS       float64 `json:"server_cpu_s"`
 	ServerPeakRSSMiB float64 `json:"server_peak_rss_mib"`
+	// ClientCPUS is this process's CPU time during the run: what the load
+	// generator itself cost the machine (-1 when unknown).
+	ClientCPUS float64 `json:"client_cpu_s"`
 	// ServerStartupS is how long the server took from exec to ready, when
 	// the bench started it.
 	ServerStartupS float64 `json:"server_startup_s,omitempty"`
@@ -228,6 +231,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	peak := before.RSSBytes
+	clientBefore, clientErr := processCPU()
 
 	runCtx := ctx
 	if cfg.Duration > 0 {
@@ -267,6 +271,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	progressWG.Wait()
 
 	rep := r.report(end.Sub(start))
+	rep.ClientCPUS = -1
+	if clientAfter, err := processCPU(); err == nil && clientErr == nil {
+		rep.ClientCPUS = (clientAfter - clientBefore).Seconds()
+	}
 	rep.ServerCPUS, rep.ServerPeakRSSMiB = -1, -1
 	if cfg.Server != nil {
 		after, err := cfg.Server.Sample(ctx)

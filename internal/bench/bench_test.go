@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/jmhodges/clock"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gatehouse-pki/gatehouse/internal/lab"
 	"github.com/gatehouse-pki/gatehouse/internal/web"
@@ -95,7 +99,7 @@ func TestRun_Lab(t *testing.T) {
 	if !(rep.P50Ms > 0 && rep.P50Ms <= rep.P95Ms && rep.P95Ms <= rep.P99Ms && rep.P99Ms <= rep.MaxMs) {
 		t.Errorf("percentiles not ordered: %+v", rep)
 	}
-	if rep.ThroughputPerS <= 0 || rep.DurationS <= 0 || rep.ServerCPUS <= 0 || rep.ServerPeakRSSMiB <= 0 {
+	if rep.ThroughputPerS <= 0 || rep.DurationS <= 0 || rep.ServerCPUS <= 0 || rep.ServerPeakRSSMiB <= 0 || rep.ClientCPUS <= 0 {
 		t.Errorf("report = %+v", rep)
 	}
 	if !strings.Contains(progress.String(), "done") {
@@ -287,6 +291,30 @@ func TestParseStatCPU(t *testing.T) {
 	rss, err := parseStatusKB([]byte("Name:\tx\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n"), "VmRSS:")
 	if err != nil || rss != 1<<20 {
 		t.Errorf("parseStatusKB = %v, %v", rss, err)
+	}
+}
+
+// TestMetricsStats reads a real Prometheus process collector over HTTP,
+// as --admin does with the admin listener's /metrics.
+func TestMetricsStats(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL + "/metrics")
+	s, err := MetricsStats{URL: u, Client: srv.Client()}.Sample(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.CPU <= 0 || s.RSSBytes <= 0 {
+		t.Errorf("sample = %+v", s)
+	}
+	bad, _ := url.Parse(srv.URL + "/nothing")
+	if _, err := (MetricsStats{URL: bad, Client: srv.Client()}).Sample(t.Context()); err == nil {
+		t.Error("a URL answering 404 was accepted")
 	}
 }
 
