@@ -2,6 +2,7 @@ package registrar_test
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -159,6 +160,18 @@ func TestService_RolloverCA(t *testing.T) {
 	_, resp, _, err = rp.EST(ctx, est.OpSimpleReenroll, registrartest.NewCSR(t, pkitest.NewKey(t), "SN-ROLL-R"))
 	if err != nil || resp.StatusCode != http.StatusForbidden {
 		t.Errorf("reenroll with a revoked old LDevID: %v %v, want 403", err, resp)
+	}
+
+	// RFC 8995 §5.8.2: the audit-log check knows every domainID the domain
+	// has used: both generations' key identifiers and SPKI hashes.
+	for _, c := range []*x509.Certificate{l.OldWithOld, l.NewWithNew} {
+		spki := sha256.Sum256(c.RawSubjectPublicKeyInfo)
+		if !e.reg.Service.KnowsDomainID(c.SubjectKeyId) || !e.reg.Service.KnowsDomainID(spki[:]) {
+			t.Errorf("domainID of %s unknown to the audit-log check", c.Subject)
+		}
+	}
+	if e.reg.Service.KnowsDomainID(make([]byte, 20)) {
+		t.Error("a foreign domainID is accepted")
 	}
 
 	// The audit trail holds every step.

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jmhodges/clock"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatehouse-pki/gatehouse/internal/lab"
+	"github.com/gatehouse-pki/gatehouse/registrar"
+)
+
+// caKillCycles is how many offline rollovers TestCA_RolloverKillNine kills.
+const caKillCycles = 12
+
+// TestCA_RolloverKillNine is reliability R4 with real process death: an
+// offline `gatehouse ca rollover` is SIGKILLed at a random instant, again
+// and again, on one data directory. After every kill the store opens and
+// has exactly one active generation whose chain of generations parses;
+// a final run completes whatever rollover was left in progress.
+func TestCA_RolloverKillNine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills the gatehouse binary; skipped with -short")
+	}
+	t.Parallel()
+	bin := buildGatehouse(t)
+	work := t.TempDir()
+	data := filepath.Join(work, "data")
+	// The child runs on the real clock, so the lab PKI is made with it too.
+	l, err := lab.Open(t.Context(), lab.Options{
+		Dir: data, HTTPSAddr: "127.0.0.1:0", MASAAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		Clock: clock.New(), Logger: slog.New(slog.DiscardHandler), Metrics: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	status := func() registrar.CAStatus {
+		t.Helper()
+		code, out, errOut := runBin(t, work, bin, "ca", "status", "--json", "--data", data)
+		if code != 0 {
+			t.Fatalf("ca status after a kill: exit %d: %s", code, errOut)
+		}
+		var st registrar.CAStatus
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatal(err)
+		}
+		active := 0
+		for _, g := range st.Generations {
+			if g.Active {
+				active++
+			}
+		}
+		if active != 1 || st.Issuing == "" {
+			t.Fatalf("%d active generations after a kill, want exactly 1: %+v", active, st)
+		}
+		return st
+	}
+	interrupted := 0
+	for range caKillCycles {
+		cmd := exec.CommandContext(t.Context(), bin, "ca", "rollover", "--data", data, "--admin", "http://127.0.0.1:1")
+		cmd.Dir = work
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rand.IntN(40_000)) * time.Microsecond)
+		_ = cmd.Process.Signal(os.Kill)
+		_ = cmd.Wait()
+		if st := status(); st.Rollover != nil {
+			interrupted++
+		}
+	}
+	code, out, errOut := runBin(t, work, bin, "ca", "rollover", "--data", data)
+	if code != 0 {
+		t.Fatalf("final rollover: exit %d: %s%s", code, out, errOut)
+	}
+	st := status()
+	if st.Rollover != nil || len(st.Generations) < 2 {
+		t.Fatalf("after the final rollover: %+v", st)
+	}
+	t.Logf("%d kills, %d left a rollover in progress, %d generations in the end", caKillCycles, interrupted, len(st.Generations))
+	// The restarted lab issues with the last generation and serves its
+	// link certificates.
+	l, err = lab.Open(t.Context(), lab.Options{
+		Dir: data, HTTPSAddr: "127.0.0.1:0", MASAAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		Clock: clock.New(), Logger: slog.New(slog.DiscardHandler), Metrics: prometheus.NewRegistry(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if cs := l.Registrar.CACertificates(); registrar.GenerationID(cs[0]) != st.Issuing {
+		t.Errorf("the lab serves %x first, want the issuing generation %s", cs[0].SubjectKeyId, st.Issuing)
+	}
+}
