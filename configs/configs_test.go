@@ -89,6 +89,9 @@ manufacturers:
 		{name: "est-misspelt-key", yaml: minimalRegistrar() + "est: {basicPasswordFlie: users}\n", wantErr: []string{"basicPasswordFlie"}},
 		{name: "est-client-issuer-is-a-manufacturer-anchor", yaml: minimalRegistrar() + "est: {clientIssuers: [a.pem, ca.pem]}\n",
 			wantErr: []string{"est.clientIssuers[0]: a.pem is also an idevidAnchor of m", "est.clientIssuers[1]: ca.pem is the domain CA"}},
+		{name: "masa-cose-legacy-name", yaml: minimalRegistrar() + "    masaCOSEMediaType: application/voucher-cose+cbor\n"},
+		{name: "masa-cose-unknown-name", yaml: minimalRegistrar() + "    masaCOSEMediaType: application/cose\n",
+			wantErr: []string{`masaCOSEMediaType "application/cose"`}},
 		{name: "duplicate-manufacturer", yaml: minimalRegistrar() + `  - name: m
     idevidAnchors: [a.pem]
     masaAnchors: [b.pem]

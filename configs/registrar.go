@@ -149,6 +149,11 @@ type Manufacturer struct {
 	// IDevIDIssuerEncoding is how idevid-issuer is encoded in registrar
 	// voucher-requests: "octet-string" (default), "sequence" or "key-id".
 	IDevIDIssuerEncoding pki.IssuerEncoding `yaml:"idevidIssuerEncoding"`
+	// MASACOSEMediaType is the media type under which COSE (cBRSKI)
+	// registrar voucher-requests go to this manufacturer's MASA:
+	// "application/voucher+cose" (default) or the legacy
+	// "application/voucher-cose+cbor" some MASAs still expect.
+	MASACOSEMediaType string `yaml:"masaCOSEMediaType"`
 }
 
 // EST configures the registrar's EST endpoints. BRSKI pledges need none of
@@ -269,6 +274,9 @@ func (m Manufacturer) WithDefaults() Manufacturer {
 	}
 	if m.IDevIDIssuerEncoding == "" {
 		m.IDevIDIssuerEncoding = pki.IssuerEncodingOctetString
+	}
+	if m.MASACOSEMediaType == "" {
+		m.MASACOSEMediaType = registrar.MediaTypeVoucherCOSE
 	}
 	return m
 }
@@ -430,6 +438,9 @@ func (m Manufacturer) Validate() error {
 	}
 	if !m.IDevIDIssuerEncoding.IsValid() {
 		add("idevidIssuerEncoding %q: want octet-string, sequence or key-id", m.IDevIDIssuerEncoding)
+	}
+	if t := m.MASACOSEMediaType; t != registrar.MediaTypeVoucherCOSE && t != registrar.MediaTypeVoucherCOSELegacy {
+		add("masaCOSEMediaType %q: want %s or %s", t, registrar.MediaTypeVoucherCOSE, registrar.MediaTypeVoucherCOSELegacy)
 	}
 	if m.SerialNumberAttribute != "serialNumber" && m.SerialNumberAttribute != "CN" && !isDottedOID(m.SerialNumberAttribute) {
 		add("serialNumberAttribute %q: want serialNumber, CN or a dotted OID", m.SerialNumberAttribute)

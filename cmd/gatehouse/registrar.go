@@ -212,6 +212,7 @@ func registrarManufacturer(m configs.Manufacturer) (registrar.Manufacturer, erro
 		Allowlist:          m.Allowlist,
 		IgnoreIDevIDExpiry: m.IgnoreIDevIDExpiry,
 		IDevID:             pki.IDevIDOptions{IssuerEncoding: m.IDevIDIssuerEncoding},
+		MASACOSEMediaType:  m.MASACOSEMediaType,
 	}
 	if m.SerialNumberAttribute != "serialNumber" {
 		rm.IDevID.SerialFallback = m.SerialNumberAttribute
