@@ -225,7 +225,8 @@ func TestLab_EndToEnd(t *testing.T) {
 	}
 	var pledgeCmd string
 	for _, l := range lines {
-		if strings.Contains(l, " pledge enroll ") {
+		// The first one is the HTTPS command; the CoAPS one follows.
+		if strings.Contains(l, " pledge enroll ") && pledgeCmd == "" {
 			pledgeCmd = strings.TrimSpace(l)
 		}
 	}
