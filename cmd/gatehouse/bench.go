@@ -28,6 +28,7 @@ import (
 type benchFlags struct {
 	registrar, labDir, admin, ledger string
 	count, concurrency, serverPID    int
+	holdConns                        int
 	duration                         time.Duration
 	rate, coapsShare, reenrollShare  float64
 	json, floor                      bool
@@ -53,7 +54,9 @@ a second with at most C in flight (open loop: latency counts from the
 scheduled arrival), for --count N operations or for --duration D.
 --reenroll-share F makes that share of the operations renew an LDevID issued
 earlier in the run (simplereenroll). --coaps-share is refused until the pledge
-client speaks CoAPS.
+client speaks CoAPS. --hold-conns N keeps N idle keep-alive connections open
+to the registrar during the run (each carried a GET /cacerts), to measure its
+memory with many connections.
 
 Without --registrar it starts "gatehouse lab --data DIR" as a child process on
 free loopback ports (its log goes to DIR/bench-lab.log), measures it, stops it
@@ -95,6 +98,7 @@ record is lost.`,
 	fl.IntVar(&f.serverPID, "server-pid", 0, "the registrar's process ID, to read its CPU and RSS from /proc")
 	fl.StringVar(&f.admin, "admin", "", "the registrar's admin URL, to read its CPU and RSS from /metrics")
 	fl.StringVar(&f.ledger, "ledger", "", "ledger file (default DIR/bench-ledger.jsonl)")
+	fl.IntVar(&f.holdConns, "hold-conns", 0, "idle keep-alive connections to hold open to the registrar during the run (memory with many connections)")
 	cmd.AddCommand(a.benchReconcileCmd(), a.benchSeedCmd())
 	return cmd
 }
@@ -179,6 +183,7 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 		Rate:          f.rate,
 		ReenrollShare: f.reenrollShare,
 		CoAPSShare:    f.coapsShare,
+		HoldConns:     f.holdConns,
 		Server:        server,
 		Ledger:        lf,
 		Progress:      stderr,
@@ -313,6 +318,9 @@ func printBenchReport(w io.Writer, r *bench.Report, ledger string) {
 	fmt.Fprintf(w, "gatehouse bench: %d onboardings, %d reenrollments, %d errors in %.2f s (concurrency %d", r.Onboardings, r.Reenrollments, r.Errors, r.DurationS, r.Concurrency)
 	if r.Rate > 0 {
 		fmt.Fprintf(w, ", rate %.1f/s", r.Rate)
+	}
+	if r.HeldConns > 0 {
+		fmt.Fprintf(w, ", %d connections held", r.HeldConns)
 	}
 	fmt.Fprintln(w, ")")
 	fmt.Fprintf(w, "  throughput:  %.1f/s", r.ThroughputPerS)

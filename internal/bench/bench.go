@@ -60,6 +60,10 @@ type Config struct {
 	// CoAPSShare is the share of onboardings over CoAPS; anything but zero
 	// is refused with ErrCoAPSUnsupported for now.
 	CoAPSShare float64
+	// HoldConns, when positive, is a number of idle keep-alive connections
+	// held open to the registrar for the whole run (each carried a GET
+	// /cacerts), for measuring the server's memory with many connections.
+	HoldConns int
 	// OpTimeout bounds one operation. Default DefaultOpTimeout.
 	OpTimeout time.Duration
 	// Server, when set, samples the server process's CPU time and RSS.
@@ -112,6 +116,9 @@ func (cfg Config) Validate() error {
 	if cfg.Rate < 0 || math.IsNaN(cfg.Rate) || math.IsInf(cfg.Rate, 0) {
 		errs = append(errs, fmt.Errorf("rate %v: want a positive number of operations a second, or 0", cfg.Rate))
 	}
+	if cfg.HoldConns < 0 {
+		errs = append(errs, fmt.Errorf("hold conns %d: want 0 or more", cfg.HoldConns))
+	}
 	if !(cfg.ReenrollShare >= 0 && cfg.ReenrollShare <= 1) {
 		errs = append(errs, fmt.Errorf("reenroll share %v: want 0 to 1", cfg.ReenrollShare))
 	}
@@ -142,6 +149,8 @@ type Report struct {
 	P95Ms float64 `json:"p95_ms"`
 	P99Ms float64 `json:"p99_ms"`
 	MaxMs float64 `json:"max_ms"`
+	// HeldConns is how many idle connections were held open (HoldConns).
+	HeldConns int `json:"held_conns,omitempty"`
 	// Concurrency and Rate are the load shape (Rate 0: closed loop).
 	Concurrency int     `json:"concurrency"`
 	Rate        float64 `json:"rate_per_s"`
@@ -223,6 +232,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		r.ledger = newLedgerWriter(cfg.Ledger)
 	}
 	clk := cfg.Clock
+	var held *holder
+	if cfg.HoldConns > 0 {
+		var err error
+		if held, err = holdConns(ctx, cfg.Registrar, cfg.Identities.DomainCA, cfg.HoldConns); err != nil {
+			return nil, err
+		}
+		defer held.close()
+	}
 	var before ServerSample
 	if cfg.Server != nil {
 		var err error
@@ -271,6 +288,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	progressWG.Wait()
 
 	rep := r.report(end.Sub(start))
+	if held != nil {
+		rep.HeldConns = int(held.dialed.Load())
+	}
 	rep.ClientCPUS = -1
 	if clientAfter, err := processCPU(); err == nil && clientErr == nil {
 		rep.ClientCPUS = (clientAfter - clientBefore).Seconds()

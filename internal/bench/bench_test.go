@@ -81,6 +81,7 @@ func TestRun_Lab(t *testing.T) {
 		Count:         count,
 		Concurrency:   4,
 		ReenrollShare: 0.25,
+		HoldConns:     20,
 		Server:        ProcStats{PID: os.Getpid()},
 		Ledger:        &ledger,
 		Progress:      &progress,
@@ -101,6 +102,9 @@ func TestRun_Lab(t *testing.T) {
 	}
 	if rep.ThroughputPerS <= 0 || rep.DurationS <= 0 || rep.ServerCPUS <= 0 || rep.ServerPeakRSSMiB <= 0 || rep.ClientCPUS <= 0 {
 		t.Errorf("report = %+v", rep)
+	}
+	if rep.HeldConns < 20 {
+		t.Errorf("held %d connections, want 20", rep.HeldConns)
 	}
 	if !strings.Contains(progress.String(), "done") {
 		t.Errorf("no progress line: %q", progress.String())
