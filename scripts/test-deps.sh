@@ -8,6 +8,7 @@ need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 command -v coap-client-openssl >/dev/null 2>&1 || need+=(libcoap3-bin)
+command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 
 if ((${#need[@]} == 0)); then
 	exit 0
