@@ -356,3 +356,29 @@ func TestSeed(t *testing.T) {
 		t.Fatalf("ListDevices: %d devices, %v; want 300", len(page.Devices), err)
 	}
 }
+
+// TestRun_OpenLoop runs a short open loop (arrivals at a fixed rate)
+// against an in-process lab: every arrival completes, the rate is
+// reported, and the run lasts at least the arrival schedule.
+func TestRun_OpenLoop(t *testing.T) {
+	t.Parallel()
+	clk := clock.New()
+	dir := t.TempDir()
+	u, _ := startLab(t, dir, clk)
+	ids, err := LoadIdentities(t.Context(), dir, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const count, rate = 5, 20.0
+	rep, err := Run(t.Context(), Config{Registrar: u, Identities: ids, Count: count, Rate: rate, Concurrency: 3, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Onboardings != count || rep.Errors != 0 || rep.Rate != rate {
+		t.Errorf("report = %+v", rep)
+	}
+	// The last arrival is scheduled (count-1)/rate after the first.
+	if sched := float64(count-1) / rate; rep.DurationS < sched {
+		t.Errorf("duration %.3f s, shorter than the arrival schedule %.3f s", rep.DurationS, sched)
+	}
+}

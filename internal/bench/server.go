@@ -66,6 +66,10 @@ func (p ProcStats) Sample(_ context.Context) (ServerSample, error) {
 	return ServerSample{CPU: cpu, RSSBytes: rss}, nil
 }
 
+// maxTicks bounds a CPU time read from /proc (about 29 years in USER_HZ
+// ticks), so the sum converts to a Duration without overflow.
+const maxTicks = 1 << 37
+
 // parseStatCPU returns utime + stime of a /proc/PID/stat line (fields 14
 // and 15; the command name, field 2, may hold spaces and parentheses).
 func parseStatCPU(b []byte) (time.Duration, error) {
@@ -83,6 +87,9 @@ func parseStatCPU(b []byte) (time.Duration, error) {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
 			return 0, fmt.Errorf("malformed stat %q: %w", b, err)
+		}
+		if n < 0 || n > maxTicks {
+			return 0, fmt.Errorf("malformed stat %q: CPU time %d out of range", b, n)
 		}
 		ticks += n
 	}
@@ -154,18 +161,24 @@ func parseMetrics(r io.Reader) (ServerSample, error) {
 		if !ok {
 			continue
 		}
-		switch name {
-		case "process_cpu_seconds_total":
-			f, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-			if err != nil {
-				return s, fmt.Errorf("server metrics: %s: %w", name, err)
+		if name != "process_cpu_seconds_total" && name != "process_resident_memory_bytes" {
+			continue
+		}
+		f, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil {
+			return s, fmt.Errorf("server metrics: %s: %w", name, err)
+		}
+		// Both are non-negative; the bounds keep the conversions exact
+		// enough and free of overflow (a billion seconds, a pebibyte).
+		if !(f >= 0 && f <= 1e15) {
+			return s, fmt.Errorf("server metrics: %s %v out of range", name, f)
+		}
+		if name == "process_cpu_seconds_total" {
+			if f > 1e9 {
+				return s, fmt.Errorf("server metrics: %s %v out of range", name, f)
 			}
 			s.CPU, haveCPU = time.Duration(f*float64(time.Second)), true
-		case "process_resident_memory_bytes":
-			f, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
-			if err != nil {
-				return s, fmt.Errorf("server metrics: %s: %w", name, err)
-			}
+		} else {
 			s.RSSBytes, haveRSS = int64(f), true
 		}
 	}
