@@ -452,3 +452,72 @@ func httptestServer(t *testing.T, h http.Handler) string {
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
+
+// TestService_LoadGenerationsFinishesSwitch: a registrar that starts after
+// a rollover crashed between the switch and its end issues with the new
+// generation and closes the rollover; once the old root has expired,
+// /cacerts drops it and its links, and the status shows no overlap.
+func TestService_LoadGenerationsFinishesSwitch(t *testing.T) {
+	t.Parallel()
+	e := generationsEnv(t)
+	ctx := t.Context()
+	keys := registrar.KeyFiles{Dir: filepath.Join(t.TempDir(), "ca")}
+	crash := errors.New("crash")
+	e.fc.Add(24 * time.Hour) // the new root outlives the old one by a day
+	_, err := registrar.Rollover(ctx, registrar.RolloverDeps{Store: e.reg.DB(), Clock: e.fc, Audit: audit.NewRecorder(e.reg.DB(), nil), Keys: keys,
+		Failpoint: func(step string) error {
+			if step == registrar.FailAfterActiveSwitch {
+				return crash
+			}
+			return nil
+		}})
+	if !errors.Is(err, crash) {
+		t.Fatalf("rollover: %v", err)
+	}
+	if cs := e.reg.Service.CACertificates(); len(cs) != 1 {
+		t.Fatalf("before the restart the registrar serves %d certificates", len(cs))
+	}
+	// "Restart": load the generations again.
+	if err := e.reg.Service.LoadGenerations(ctx, keys, writeKey(t, e.dom)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.DB().CurrentRollover(ctx); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("switched rollover not finished at start-up: %v", err)
+	}
+	cs := e.reg.Service.CACertificates()
+	if len(cs) != 4 || cs[3].Equal(cs[0]) {
+		t.Fatalf("after the restart /cacerts has %d certificates, want 4", len(cs))
+	}
+	_, leaf, _ := e.enrolled(t, "SN-RESTART-1")
+	if !bytes.Equal(leaf.AuthorityKeyId, cs[0].SubjectKeyId) {
+		t.Error("after the restart the old generation still issues")
+	}
+	st, err := e.reg.Service.CAStatus(ctx, 0)
+	if err != nil || st.OverlapEnd.IsZero() || st.Generations[1].LDevIDs != 1 {
+		t.Fatalf("status in the overlap: %+v %v", st, err)
+	}
+	// Past the old root's notAfter the overlap is over.
+	e.fc.Set(e.dom.Root().NotAfter.Add(time.Hour))
+	if err := e.reg.Service.LoadGenerations(ctx, keys, ""); err != nil {
+		t.Fatal(err)
+	}
+	if cs := e.reg.Service.CACertificates(); len(cs) != 1 || !cs[0].Equal(activeRoot(t, e)) {
+		t.Errorf("after the overlap /cacerts has %d certificates, want only the new root", len(cs))
+	}
+	if st, err := e.reg.Service.CAStatus(ctx, 0); err != nil || !st.OverlapEnd.IsZero() {
+		t.Errorf("status after the overlap: overlapEnd %s, %v", st.OverlapEnd, err)
+	}
+}
+
+func activeRoot(t *testing.T, e *env) *x509.Certificate {
+	t.Helper()
+	g, err := e.reg.DB().ActiveGeneration(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(g.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
