@@ -402,12 +402,21 @@ func supersede(tx *bolt.Tx, device DeviceKey, key []byte, by string, now time.Ti
 		}
 	}
 	for _, serial := range old {
+		// The status alone first: a device that renews often has a long
+		// history of certificates already superseded, whose DER need not
+		// be decoded again.
+		var st struct {
+			Status string `json:"status"`
+		}
+		if err := get(tx, bucketCertificates, serial, &st); err != nil {
+			return fmt.Errorf("indexed certificate %x: %w", serial, err)
+		}
+		if CertStatus(st.Status) != CertIssued {
+			continue
+		}
 		var rec certificateRecordV1
 		if err := get(tx, bucketCertificates, serial, &rec); err != nil {
 			return fmt.Errorf("indexed certificate %x: %w", serial, err)
-		}
-		if CertStatus(rec.Status) != CertIssued {
-			continue
 		}
 		rec.Status, rec.SupersededBy, rec.SupersededAt = string(CertSuperseded), by, now
 		if err := put(tx, bucketCertificates, serial, rec); err != nil {
