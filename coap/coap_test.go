@@ -279,7 +279,8 @@ func TestServer_SeparateResponse(t *testing.T) {
 	r := e.raw(t, id.TLS)
 	key := pkitest.NewKey(t)
 	tk := tok()
-	ack := r.con(post, tk, append(path("/.well-known/est/sen"), opt{12, u(286)}, opt{17, u(287)}), registrartest.NewCSR(t, key, "SN-COAP-SEP"))
+	r.mid++
+	ack := r.send(msg(post, r.mid, tk, append(path("/.well-known/est/sen"), opt{12, u(286)}, opt{17, u(287)}), registrartest.NewCSR(t, key, "SN-COAP-SEP")))
 	if ack.typ != 2 || ack.code != 0 || ack.mid != r.mid || len(ack.token) != 0 {
 		t.Fatalf("first reply: type %d code %d.%02d mid %d, want an empty ACK for mid %d", ack.typ, ack.code>>5, ack.code&31, ack.mid, r.mid)
 	}

@@ -78,6 +78,9 @@ func TestServer_CookielessClientHellos(t *testing.T) {
 			t.Fatalf("hello %d: answered %x, want a HelloVerifyRequest", i, buf[:min(m, 16)])
 		}
 	}
+	if got == 0 {
+		t.Fatal("no ClientHello was answered")
+	}
 	if got > sent {
 		t.Fatalf("answered %d bytes to %d bytes of ClientHellos: amplification", got, sent)
 	}
