@@ -12,7 +12,9 @@
 //     nonce, assertion "proximity", the pledge's X.520 serialNumber and
 //     proximity-registrar-cert (the recorded certificate), CMS-signed with
 //     the IDevID key (eContentType id-ct-animaJSONVoucher, RFC 8366 §5.4),
-//     posted as application/voucher-cms+json.
+//     posted as application/voucher-cms+json; or, with
+//     Config.VoucherFormat FormatCOSE (cBRSKI), YANG-CBOR in a COSE_Sign1
+//     without certificates, posted as application/voucher+cose.
 //   - §5.6 202 + Retry-After: the pledge waits (at most Config.MaxRetryWait
 //     per answer, 60 s by default) and resends the identical bytes.
 //   - §5.6.1 voucher checks: the MASA signature chains to the built-in
