@@ -256,3 +256,26 @@ func TestRegistrar_COSERefusals(t *testing.T) {
 		})
 	}
 }
+
+// TestRegistrar_COSEBadVoucher runs attack rows B01–B06 with COSE: the
+// adversarial MASA re-signs a COSE voucher wrongly, the registrar answers
+// 502 and forwards nothing, and the device is not moved to voucher-issued.
+func TestRegistrar_COSEBadVoucher(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []masatest.Mode{masatest.ModeForeignKey, masatest.ModeWrongSerial, masatest.ModeWrongNonce,
+		masatest.ModeExpired, masatest.ModeWrongPin, masatest.ModeNoPin, masatest.ModeExpiredSigner} {
+		t.Run(mode.String(), func(t *testing.T) {
+			t.Parallel()
+			e := newEnvWith(t, envOptions{adversarial: true, mode: mode})
+			p := e.pledge(t, "SN-COSE-B")
+			resp, b, err := p.Post(t.Context(), registrar.PathRequestVoucher, registrar.MediaTypeVoucherCOSE, signCOSE(t, p, p.Request(t)))
+			if err != nil || resp.StatusCode != http.StatusBadGateway {
+				t.Fatalf("got %v %v %s, want 502", err, resp, b)
+			}
+			if _, err := e.reg.DB().Device(t.Context(), registrar.DeviceKeyFor(p.IDevID.Leaf, "SN-COSE-B")); err == nil {
+				t.Error("a refused voucher created the device record")
+			}
+			e.reg.RequireAudit(t, audit.MASARefused, "SN-COSE-B")
+		})
+	}
+}

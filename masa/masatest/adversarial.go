@@ -43,7 +43,8 @@ const (
 	ModeCreatedInFuture
 	// ModeWrongPin re-signs the voucher pinning a foreign CA (B05).
 	ModeWrongPin
-	// ModeNoPin re-signs the voucher without pinned-domain-cert (B05).
+	// ModeNoPin re-signs the voucher without pinned-domain-cert (B05); a
+	// COSE voucher pins a random pinned-domain-pubk-sha256 instead.
 	ModeNoPin
 	// ModeExpiredSigner re-signs the voucher with a MASA certificate that
 	// expired 30 days ago and a signingTime inside its validity (B06).
@@ -208,18 +209,33 @@ func (a *adversary) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(body)
 }
 
-// tamperVoucher rewrites a genuine voucher as the mode says and re-signs it.
+// tamperVoucher rewrites a genuine voucher (CMS or COSE) as the mode says
+// and re-signs it in the same format.
 func (a *adversary) tamperVoucher(signed []byte) ([]byte, error) {
 	if a.mode < ModeForeignKey || a.mode > ModeExpiredSigner {
 		return signed, nil
 	}
-	env, err := voucher.ParseCMS(signed)
+	format, err := voucher.DetectFormat(signed)
 	if err != nil {
 		return nil, err
 	}
-	v, err := voucher.DecodeVoucherJSON(env.Content)
-	if err != nil {
-		return nil, err
+	var v *voucher.Voucher
+	if format == voucher.FormatCOSE {
+		msg, err := voucher.ParseCOSE(signed)
+		if err != nil {
+			return nil, err
+		}
+		if v, err = voucher.DecodeVoucherCBOR(msg.Payload); err != nil {
+			return nil, err
+		}
+	} else {
+		env, err := voucher.ParseCMS(signed)
+		if err != nil {
+			return nil, err
+		}
+		if v, err = voucher.DecodeVoucherJSON(env.Content); err != nil {
+			return nil, err
+		}
 	}
 	now := a.srv.clock.Now().UTC().Truncate(time.Second)
 	switch a.mode {
@@ -240,14 +256,27 @@ func (a *adversary) tamperVoucher(signed []byte) ([]byte, error) {
 		v.PinnedDomainCert = a.wrongPin.Raw
 	case ModeNoPin:
 		v.PinnedDomainCert = nil
-	}
-	payload, err := v.MarshalJSON()
-	if err != nil {
-		return nil, err
+		if format == voucher.FormatCOSE {
+			// The CBOR encoder refuses a voucher that pins nothing: pin a
+			// hash of no key of the domain instead of its certificate.
+			v.PinnedDomainPubkSHA256 = make([]byte, 32)
+			_, _ = rand.Read(v.PinnedDomainPubkSHA256)
+		}
 	}
 	key, chain := a.srv.SigningKey, a.srv.SigningChain
 	if a.foreign != nil {
 		key, chain = a.foreignKey, a.foreign
+	}
+	if format == voucher.FormatCOSE {
+		payload, err := v.MarshalCBOR()
+		if err != nil {
+			return nil, err
+		}
+		return voucher.SignCOSE(payload, key, voucher.COSEOptions{X5Bag: chain})
+	}
+	payload, err := v.MarshalJSON()
+	if err != nil {
+		return nil, err
 	}
 	return voucher.SignCMS(payload, key, chain[0], chain[1:], voucher.CMSOptions{SigningTime: a.signingTime})
 }
