@@ -35,14 +35,14 @@ type env struct {
 
 // newEnv starts a real MASA, a real registrar (HTTPS) and the CoAPS
 // listener on the same registrar service, all on loopback.
-func newEnv(t *testing.T, edit ...func(*registrartest.Options)) *env {
+func newEnv(t testing.TB, edit ...func(*registrartest.Options)) *env {
 	t.Helper()
 	return newEnvWith(t, coap.Config{}, nil, edit...)
 }
 
 // newEnvWith is newEnv with a listener configuration and, when wrap is
 // set, the EST service wrapped (failure injection).
-func newEnvWith(t *testing.T, cfg coap.Config, wrap func(coap.EST) coap.EST, edit ...func(*registrartest.Options)) *env {
+func newEnvWith(t testing.TB, cfg coap.Config, wrap func(coap.EST) coap.EST, edit ...func(*registrartest.Options)) *env {
 	t.Helper()
 	fc := pkitest.NewClock()
 	mfg := pkitest.NewCA(t, pkitest.Name("CoAP Test Manufacturer"), pkitest.Clock(fc))
@@ -83,7 +83,7 @@ func newEnvWith(t *testing.T, cfg coap.Config, wrap func(coap.EST) coap.EST, edi
 }
 
 // onboarded returns an IDevID whose voucher exchange succeeded over HTTPS.
-func (e *env) onboarded(t *testing.T, serial string) *pkitest.Leaf {
+func (e *env) onboarded(t testing.TB, serial string) *pkitest.Leaf {
 	t.Helper()
 	id := pkitest.NewIDevID(t, e.mfg, serial, e.masa.Authority)
 	p := registrartest.NewPledge(t, e.reg, serial, id.TLS)
@@ -105,7 +105,7 @@ func (e *env) verifyDomain(chain []*x509.Certificate) error {
 	return err
 }
 
-func (e *env) dial(t *testing.T, id pkitest.Leaf) *pledge.CoAPSession {
+func (e *env) dial(t testing.TB, id pkitest.Leaf) *pledge.CoAPSession {
 	t.Helper()
 	s, err := pledge.DialCoAPS(t.Context(), e.addr, id.TLS, e.verifyDomain)
 	if err != nil {
