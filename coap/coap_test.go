@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"testing"
 	"time"
@@ -88,8 +89,12 @@ func (e *env) onboarded(t testing.TB, serial string) *pkitest.Leaf {
 	id := pkitest.NewIDevID(t, e.mfg, serial, e.masa.Authority)
 	p := registrartest.NewPledge(t, e.reg, serial, id.TLS)
 	resp, body, err := p.RequestVoucher(t.Context(), p.Sign(t, p.Request(t)))
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("voucher: %v %v %s", err, resp, body)
+	if err != nil {
+		t.Fatalf("voucher: %v", err)
+	}
+	_ = resp.Body.Close() // read and closed by registrartest already
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("voucher: %d %s", resp.StatusCode, body)
 	}
 	return id
 }
