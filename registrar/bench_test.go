@@ -1,9 +1,13 @@
 package registrar_test
 
 import (
+	"fmt"
 	"net/http"
+	"sync/atomic"
 	"testing"
 
+	"github.com/gatehouse-pki/gatehouse/est"
+	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 	"github.com/gatehouse-pki/gatehouse/registrar"
 	"github.com/gatehouse-pki/gatehouse/registrar/registrartest"
 )
@@ -22,4 +26,56 @@ func BenchmarkRequestVoucher(b *testing.B) {
 			b.Fatalf("%v %v %s", err, resp, body)
 		}
 	}
+}
+
+// BenchmarkSimpleEnroll measures the registrar's simpleenroll end to end
+// over TLS keep-alive on loopback: the EST edge, the CSR policy and key
+// index, pre-issuance lint, signing, and the two durable transactions
+// (intent, then certificate + device + audit). Every op posts a CSR for a
+// new key (generated in the loop), so every op is an issuance, not an
+// idempotent retry. serial: one pledge, one request at a time (each op
+// pays its own fsyncs); parallel: 32 pledges in flight per core share the
+// group commits.
+func BenchmarkSimpleEnroll(b *testing.B) {
+	noLimits := func(o *registrartest.Options) {
+		o.Config = func(c *registrar.Config) {
+			c.PerIDevID = registrar.RateLimit{Rate: -1}
+			c.PerIP = registrar.RateLimit{Rate: -1}
+		}
+	}
+	enroll := func(b *testing.B, p *registrartest.Pledge, serial string) {
+		b.Helper()
+		key := pkitest.NewKey(b)
+		cert, resp, body, err := p.EST(b.Context(), est.OpSimpleEnroll, registrartest.NewCSR(b, key, serial))
+		if err != nil || resp.StatusCode != http.StatusOK || cert == nil {
+			b.Fatalf("simpleenroll: %v %v %s", err, resp, body)
+		}
+	}
+	b.Run("serial", func(b *testing.B) {
+		e := newEnv(b, noLimits)
+		p := e.pledge(b, "SN-BENCH-EST")
+		e.onboard(b, p)
+		b.ReportAllocs()
+		for b.Loop() {
+			enroll(b, p, "SN-BENCH-EST")
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		e := newEnv(b, noLimits)
+		const pledges = 32
+		ps := make([]*registrartest.Pledge, pledges)
+		for i := range ps {
+			ps[i] = e.pledge(b, fmt.Sprintf("SN-BENCH-EST-%02d", i))
+			e.onboard(b, ps[i])
+		}
+		var next atomic.Int64
+		b.SetParallelism(16)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := int(next.Add(1)-1) % pledges
+			for pb.Next() {
+				enroll(b, ps[i], fmt.Sprintf("SN-BENCH-EST-%02d", i))
+			}
+		})
+	})
 }
