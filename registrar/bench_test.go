@@ -1,6 +1,7 @@
 package registrar_test
 
 import (
+	"crypto"
 	"fmt"
 	"net/http"
 	"sync/atomic"
@@ -10,6 +11,7 @@ import (
 	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 	"github.com/gatehouse-pki/gatehouse/registrar"
 	"github.com/gatehouse-pki/gatehouse/registrar/registrartest"
+	"github.com/gatehouse-pki/gatehouse/voucher"
 )
 
 // BenchmarkRequestVoucher measures one full voucher exchange in process:
@@ -78,4 +80,30 @@ func BenchmarkSimpleEnroll(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkRequestVoucherCOSE is BenchmarkRequestVoucher with the cBRSKI
+// formats: a COSE pledge request, a COSE registrar request with x5bag, a
+// COSE voucher checked and stripped.
+func BenchmarkRequestVoucherCOSE(b *testing.B) {
+	e := newEnv(b, func(o *registrartest.Options) {
+		o.Config = func(c *registrar.Config) { c.PerIDevID = registrar.RateLimit{Rate: -1} }
+	})
+	p := e.pledge(b, "SN-BENCH-COSE")
+	key := p.IDevID.PrivateKey.(crypto.Signer)
+	b.ReportAllocs()
+	for b.Loop() {
+		payload, err := p.Request(b).MarshalCBOR()
+		if err != nil {
+			b.Fatal(err)
+		}
+		pvr, err := voucher.SignCOSE(payload, key, voucher.COSEOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp, body, err := p.Post(b.Context(), registrar.PathRequestVoucher, registrar.MediaTypeVoucherCOSE, pvr)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Fatalf("%v %v %s", err, resp, body)
+		}
+	}
 }
