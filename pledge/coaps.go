@@ -107,7 +107,9 @@ func DialCoAPS(ctx context.Context, addr string, cert tls.Certificate, verify fu
 		_ = dc.Close()
 		return nil, fmt.Errorf("coaps: dtls handshake: %w", err)
 	}
-	cc := coapdtls.Client(dc, options.WithBlockwise(true, blockwise.SZX1024, time.Minute))
+	// WithCloseSocket: Close ends the DTLS session (close_notify), which
+	// frees the registrar's session slot; without it go-coap only cancels.
+	cc := coapdtls.Client(dc, options.WithBlockwise(true, blockwise.SZX1024, time.Minute), options.WithCloseSocket())
 	return &CoAPSession{cc: cc}, nil
 }
 
