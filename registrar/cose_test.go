@@ -3,6 +3,7 @@ package registrar_test
 import (
 	"bytes"
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"net/http"
@@ -276,6 +277,45 @@ func TestRegistrar_COSEBadVoucher(t *testing.T) {
 				t.Error("a refused voucher created the device record")
 			}
 			e.reg.RequireAudit(t, audit.MASARefused, "SN-COSE-B")
+		})
+	}
+}
+
+// TestRegistrar_COSEProximityForms: cBRSKI lets the pledge pin the
+// registrar by its SPKI or the SPKI's SHA-256 instead of the certificate;
+// both are accepted when they name the served certificate. The pledge then
+// reports voucher_status in CBOR over the same HTTPS connection.
+func TestRegistrar_COSEProximityForms(t *testing.T) {
+	t.Parallel()
+	e, _ := coseEnv(t, "")
+	spki := e.reg.RA.Cert.RawSubjectPublicKeyInfo
+	sum := sha256.Sum256(spki)
+	for _, tc := range []struct {
+		name string
+		pin  func(*voucher.Request)
+	}{
+		{"pubk", func(r *voucher.Request) { r.ProximityRegistrarCert, r.ProximityRegistrarPubk = nil, spki }},
+		{"pubk-sha256", func(r *voucher.Request) { r.ProximityRegistrarCert, r.ProximityRegistrarPubkSHA256 = nil, sum[:] }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			serial := "SN-COSE-PIN-" + tc.name
+			p := e.pledge(t, serial)
+			req := p.Request(t)
+			tc.pin(req)
+			resp, body, err := p.Post(t.Context(), registrar.PathRequestVoucher, registrar.MediaTypeVoucherCOSE, signCOSE(t, p, req))
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("requestvoucher: %v %v %s", err, resp, body)
+			}
+			report := []byte{0xa2, 0x67, 'v', 'e', 'r', 's', 'i', 'o', 'n', 0x01, 0x66, 's', 't', 'a', 't', 'u', 's', 0xf5}
+			resp, b, err := p.Post(t.Context(), registrar.PathVoucherStatus, registrar.MediaTypeCBOR, report)
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("voucher_status: %v %v %s", err, resp, b)
+			}
+			got, err := e.reg.DB().TelemetryFor(t.Context(), registrar.DeviceKeyFor(p.IDevID.Leaf, serial))
+			if err != nil || len(got) != 1 || !bytes.Equal(got[0].Raw, report) {
+				t.Errorf("telemetry %+v, %v", got, err)
+			}
 		})
 	}
 }
