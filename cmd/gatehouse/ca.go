@@ -57,8 +57,9 @@ type caTarget struct {
 	// root and keyRef are the configured domain CA, recorded as the first
 	// generation when the store has none (a store the registrar never
 	// opened with generations).
-	root   *x509.Certificate
-	keyRef string
+	root *x509.Certificate
+	// domainCA is the configured domain CA (keyFile or keyURI).
+	domainCA configs.DomainCA
 }
 
 func resolveCATarget(f *caFlags) (*caTarget, error) {
@@ -67,7 +68,7 @@ func resolveCATarget(f *caFlags) (*caTarget, error) {
 	}
 	t := &caTarget{}
 	adminAddr := ""
-	var certFile, keyFile string
+	var certFile string
 	if f.config != "" {
 		cfg, err := configs.LoadRegistrar(f.config)
 		if err != nil {
@@ -75,7 +76,8 @@ func resolveCATarget(f *caFlags) (*caTarget, error) {
 		}
 		t.dataDir, t.auditPath = cfg.DataDir, cfg.Log.AuditFile
 		t.dbPath = filepath.Join(cfg.DataDir, registrarDBFile)
-		certFile, keyFile = cfg.DomainCA.CertFile, cfg.DomainCA.KeyFile
+		certFile = cfg.DomainCA.CertFile
+		t.domainCA = cfg.DomainCA
 		if cfg.Listen.Admin != "" {
 			adminAddr = "http://" + cfg.Listen.Admin
 		}
@@ -86,7 +88,8 @@ func resolveCATarget(f *caFlags) (*caTarget, error) {
 		t.dataDir = f.data
 		t.dbPath = filepath.Join(f.data, lab.RegistrarDBFile)
 		p := lab.PathsFor(f.data)
-		certFile, keyFile = p.DomainCA, p.DomainCAKey
+		certFile = p.DomainCA
+		t.domainCA = configs.DomainCA{CertFile: p.DomainCA, KeyFile: p.DomainCAKey}
 		adminAddr = defaultAdminURL
 	}
 	if t.auditPath == "" {
@@ -107,16 +110,13 @@ func resolveCATarget(f *caFlags) (*caTarget, error) {
 	}
 	if chain, err := readCertificates(certFile); err == nil && len(chain) == 1 {
 		t.root = chain[0]
-		if t.keyRef, err = filepath.Abs(keyFile); err != nil {
-			return nil, err
-		}
 	}
 	return t, nil
 }
 
 // withCA runs offline on the store when it can be opened, and online
 // through the admin API when a running process holds it.
-func (a *app) withCA(ctx context.Context, t *caTarget, offline func(*store.DB, *audit.Recorder) error, online func(base *url.URL) error) error {
+func (a *app) withCA(ctx context.Context, t *caTarget, offline func(*store.DB, *audit.Recorder, registrar.CAKeys) error, online func(base *url.URL) error) error {
 	db, err := store.Open(t.dbPath, store.Options{Clock: a.clk})
 	if errors.Is(err, store.ErrLocked) {
 		if t.admin == nil {
@@ -136,12 +136,17 @@ func (a *app) withCA(ctx context.Context, t *caTarget, offline func(*store.DB, *
 		return err
 	}
 	defer f.Close()
+	keys, err := openCAKeys(ctx, t.domainCA, t.dataDir)
+	if err != nil {
+		return err
+	}
+	defer keys.Close()
 	if t.root != nil {
-		if err := registrar.RecordFirstGeneration(ctx, db, t.root, t.keyRef); err != nil {
+		if err := registrar.RecordFirstGeneration(ctx, db, t.root, keys.ref); err != nil {
 			return err
 		}
 	}
-	return offline(db, rec)
+	return offline(db, rec, keys.keys)
 }
 
 func (a *app) caStatusCmd(f *caFlags) *cobra.Command {
@@ -159,7 +164,7 @@ func (a *app) caStatusCmd(f *caFlags) *cobra.Command {
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
 			var st *registrar.CAStatus
-			err = a.withCA(ctx, t, func(db *store.DB, _ *audit.Recorder) error {
+			err = a.withCA(ctx, t, func(db *store.DB, _ *audit.Recorder, _ registrar.CAKeys) error {
 				st, err = registrar.CAStatusOf(ctx, db, a.clk.Now(), window)
 				return err
 			}, func(base *url.URL) error {
@@ -237,14 +242,14 @@ durable step.`,
 			defer stop()
 			var res registrar.RolloverResult
 			mode := "offline"
-			err = a.withCA(ctx, t, func(db *store.DB, rec *audit.Recorder) error {
+			err = a.withCA(ctx, t, func(db *store.DB, rec *audit.Recorder, keys registrar.CAKeys) error {
 				l, err := lint.NewMode(lint.ModeFast, nil)
 				if err != nil {
 					return err
 				}
 				res, err = registrar.Rollover(ctx, registrar.RolloverDeps{
 					Store: db, Clock: a.clk, Audit: rec, Linter: l,
-					Keys: registrar.KeyFiles{Dir: filepath.Join(t.dataDir, caKeyDir)},
+					Keys: keys,
 				})
 				return err
 			}, func(base *url.URL) error {
@@ -295,12 +300,12 @@ func (a *app) caRevokeCmd(f *caFlags) *cobra.Command {
 			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
-			err = a.withCA(ctx, t, func(db *store.DB, rec *audit.Recorder) error {
+			err = a.withCA(ctx, t, func(db *store.DB, rec *audit.Recorder, keys registrar.CAKeys) error {
 				gen, err := registrar.Revoke(ctx, db, serial, code)
 				if err != nil {
 					return err
 				}
-				_, err = registrar.IssueCRL(ctx, registrar.CRLDeps{Store: db, Clock: a.clk, Keys: registrar.KeyFiles{}, Audit: rec}, gen)
+				_, err = registrar.IssueCRL(ctx, registrar.CRLDeps{Store: db, Clock: a.clk, Keys: keys, Audit: rec}, gen)
 				return err
 			}, func(base *url.URL) error {
 				body, err := json.Marshal(map[string]string{"reason": reason})

@@ -119,7 +119,12 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 		return err
 	}
 	defer auditFile.Close()
-	issuer, profile, err := newIssuer(ctx, a.clk, cfg.DomainCA, domain, cfg.LDevID)
+	keys, err := openCAKeys(ctx, cfg.DomainCA, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer keys.Close()
+	issuer, profile, err := newIssuer(ctx, a.clk, cfg.DomainCA, keys, domain, cfg.LDevID)
 	if err != nil {
 		return err
 	}
@@ -145,11 +150,7 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 	if err != nil {
 		return err
 	}
-	keyRef, err := filepath.Abs(cfg.DomainCA.KeyFile)
-	if err != nil {
-		return err
-	}
-	if err := svc.LoadGenerations(ctx, registrar.KeyFiles{Dir: filepath.Join(cfg.DataDir, caKeyDir)}, keyRef); err != nil {
+	if err := svc.LoadGenerations(ctx, keys.keys, keys.ref); err != nil {
 		return fmt.Errorf("domain CA generations: %w", err)
 	}
 	if rcfg.ESTBasicAuth {
@@ -287,13 +288,11 @@ func closeListeners(eps []endpoint) {
 	}
 }
 
-// newIssuer builds the LDevID issuer from the domain CA (certificate chain
-// and key file) and the configured profile and lint mode.
-func newIssuer(ctx context.Context, clk clock.Clock, dc configs.DomainCA, chain []*x509.Certificate, p configs.LDevIDProfile) (*pki.Issuer, pki.Profile, error) {
-	if dc.KeyFile == "" {
-		return nil, pki.Profile{}, errors.New("domainCA: keyFile is required to issue LDevIDs (keyURI is not supported yet)")
-	}
-	key, err := pki.LoadSigner(ctx, dc.KeyFile, nil)
+// newIssuer builds the LDevID issuer from the domain CA (certificate chain,
+// and its key from keyFile or the PKCS#11 token of keyURI) and the
+// configured profile and lint mode.
+func newIssuer(ctx context.Context, clk clock.Clock, dc configs.DomainCA, keys caKeys, chain []*x509.Certificate, p configs.LDevIDProfile) (*pki.Issuer, pki.Profile, error) {
+	key, err := keys.keys.Load(ctx, keys.ref)
 	if err != nil {
 		return nil, pki.Profile{}, fmt.Errorf("domainCA key: %w", err)
 	}
