@@ -290,6 +290,11 @@ func TestServer_BadOptions(t *testing.T) {
 	if got := r.send(trunc[:len(trunc)-2]); got.typ != 3 || got.mid != r.mid {
 		t.Errorf("F11/truncated: got type %d mid %d, want RST (the version-2 datagram must have been dropped)", got.typ, got.mid)
 	}
+	// An unblocked request larger than the CoAP stack reads: 4.13, and
+	// the session goes on.
+	if got := r.con(post, tok(), with(opt{12, u(286)}), make([]byte, 3000)); got.code != code(4, 13) {
+		t.Errorf("oversize: %d.%02d, want 4.13", got.code>>5, got.code&31)
+	}
 	// The session still works.
 	if got := r.con(get, tok(), path("/.well-known/core"), nil); got.code != code(2, 5) {
 		t.Fatalf("core after bad datagrams: %d.%02d", got.code>>5, got.code&31)

@@ -274,21 +274,41 @@ func (l *Listener) AcceptWithContext(ctx context.Context) (net.Conn, error) {
 	}
 }
 
-// conn is one DTLS session: reads pass through CheckRequest.
+// conn is one DTLS session: reads pass through CheckSize and
+// CheckRequest.
 type conn struct {
 	*piondtls.Conn
 	srv    *Server
 	closed atomic.Bool
+	buf    []byte
 }
 
+// maxRecord is the largest DTLS plaintext record (RFC 6347 §4.1: 2^14).
+const maxRecord = 1 << 14
+
 // Read returns the next datagram that passes CheckRequest, answering or
-// dropping the others.
+// dropping the others. A datagram larger than b (the CoAP stack's read
+// buffer, which it would otherwise fail on and end the session) is
+// answered 4.13.
 func (c *conn) Read(b []byte) (int, error) {
+	if c.buf == nil {
+		c.buf = make([]byte, maxRecord+1)
+	}
 	for {
-		n, err := c.Conn.Read(b)
+		n, err := c.Conn.Read(c.buf)
 		if err != nil {
-			return n, err
+			return 0, err
 		}
+		if n > len(b) {
+			c.srv.metrics.dropped.WithLabelValues("reply").Inc()
+			if reply := CheckSize(c.buf[:n], len(b)); reply != nil {
+				if _, err := c.Write(reply); err != nil {
+					return 0, err
+				}
+			}
+			continue
+		}
+		n = copy(b, c.buf[:n])
 		v, reply := CheckRequest(b[:n])
 		switch v {
 		case Pass:

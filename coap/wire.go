@@ -232,13 +232,35 @@ func reset(mid uint16) []byte {
 	return binary.BigEndian.AppendUint16([]byte{0x40 | typeRST<<4, 0}, mid)
 }
 
-// codeBadOption is 4.02.
-const codeBadOption = 4<<5 | 2
+// Response codes this file answers with itself.
+const (
+	codeBadOption = 4<<5 | 2  // 4.02
+	codeTooLarge  = 4<<5 | 13 // 4.13
+)
 
-// badOption builds the 4.02 response to h: piggybacked in an ACK for a
-// CON request, a NON with a fresh message ID for a NON request. The
-// diagnostic payload says which option (RFC 7252 §5.5.2).
+// CheckSize answers a datagram too large for the CoAP stack's read buffer
+// (limit bytes): a request gets 4.13 (RFC 7959 §2.9.3: send it block-wise),
+// anything else is dropped. It returns nil for a drop.
+func CheckSize(b []byte, limit int) []byte {
+	if len(b) <= limit || len(b) < 4 || b[0]>>6 != 1 {
+		return nil
+	}
+	h := header{typ: (b[0] >> 4) & 3, code: b[1], mid: binary.BigEndian.Uint16(b[2:4])}
+	if _, err := checkOptions(b, &h); err != nil || !isRequest(h.code) || (h.typ != typeCON && h.typ != typeNON) {
+		return nil
+	}
+	return respond(b, h, codeTooLarge, fmt.Sprintf("request of %d bytes: send it block-wise (Block1)", len(b)))
+}
+
+// badOption builds the 4.02 response to h.
 func badOption(b []byte, h header, reason string) []byte {
+	return respond(b, h, codeBadOption, reason)
+}
+
+// respond builds a response with code to h: piggybacked in an ACK for a
+// CON request, a NON with a fresh message ID for a NON request, with a
+// diagnostic payload (RFC 7252 §5.5.2).
+func respond(b []byte, h header, code uint8, reason string) []byte {
 	typ, mid := uint8(typeACK), h.mid
 	if h.typ == typeNON {
 		typ = typeNON
@@ -247,7 +269,7 @@ func badOption(b []byte, h header, reason string) []byte {
 		mid = binary.BigEndian.Uint16(r[:])
 	}
 	m := make([]byte, 0, 4+len(h.token)+1+len(reason))
-	m = append(m, 0x40|typ<<4|b[0]&0x0f, codeBadOption)
+	m = append(m, 0x40|typ<<4|b[0]&0x0f, code)
 	m = binary.BigEndian.AppendUint16(m, mid)
 	m = append(m, h.token...)
 	m = append(m, 0xff)

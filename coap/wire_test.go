@@ -73,6 +73,9 @@ func FuzzCheckRequest(f *testing.F) {
 	f.Add([]byte{0x49, 1, 0, 1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		in := bytes.Clone(b)
+		if r := CheckSize(b, len(b)/2); r != nil && (len(r) < 4 || r[1] != codeTooLarge || !bytes.Equal(r[2:4], b[2:4]) && r[0]>>4&3 == typeACK) {
+			t.Fatalf("CheckSize reply %x", r)
+		}
 		v, out := CheckRequest(b)
 		if !bytes.Equal(in, b) {
 			t.Fatal("input modified")
@@ -98,4 +101,20 @@ func FuzzCheckRequest(f *testing.F) {
 			t.Fatalf("verdict %d", v)
 		}
 	})
+}
+
+func TestCheckSize(t *testing.T) {
+	t.Parallel()
+	req := append([]byte{0x42, 0x02, 0, 7, 0xaa, 0xbb, 0xff}, make([]byte, 100)...)
+	if CheckSize(req, 200) != nil {
+		t.Fatal("a request under the limit was answered")
+	}
+	out := CheckSize(req, 50)
+	if len(out) < 6 || out[1] != codeTooLarge || out[0]>>4&3 != typeACK || out[2] != 0 || out[3] != 7 || out[4] != 0xaa || out[5] != 0xbb {
+		t.Fatalf("reply %x, want an ACK 4.13 for mid 7 with the token", out)
+	}
+	resp := append([]byte{0x60, 0x45, 0, 7, 0xff}, make([]byte, 100)...)
+	if CheckSize(resp, 50) != nil {
+		t.Fatal("a response was answered")
+	}
 }
