@@ -2,8 +2,6 @@ package registrar_test
 
 import (
 	"crypto/x509"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,45 +16,11 @@ import (
 	"github.com/gatehouse-pki/gatehouse/store"
 )
 
-// softHSMModules are where Debian and others install the SoftHSM module.
-var softHSMModules = []string{
-	"/usr/lib/softhsm/libsofthsm2.so",
-	"/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-	"/usr/lib64/pkcs11/libsofthsm2.so",
-	"/usr/local/lib/softhsm/libsofthsm2.so",
-}
-
-// newSoftHSM initialises a fresh SoftHSM token in a temporary directory and
-// opens it through go.step.sm/crypto's PKCS#11 KMS, or skips.
+// newSoftHSM opens a fresh SoftHSM token through go.step.sm/crypto's
+// PKCS#11 KMS, or skips.
 func newSoftHSM(t *testing.T) *pkcs11.PKCS11 {
 	t.Helper()
-	util, err := exec.LookPath("softhsm2-util")
-	if err != nil {
-		t.Skip("softhsm2-util not installed (Debian softhsm2; scripts/test-deps.sh installs it)")
-	}
-	module := ""
-	for _, m := range softHSMModules {
-		if _, err := os.Stat(m); err == nil {
-			module = m
-			break
-		}
-	}
-	if module == "" {
-		t.Skip("SoftHSM module libsofthsm2.so not found")
-	}
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "softhsm2.conf")
-	if err := os.MkdirAll(filepath.Join(dir, "tokens"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(conf, []byte("directories.tokendir = "+filepath.Join(dir, "tokens")+"\nobjectstore.backend = file\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("SOFTHSM2_CONF", conf)
-	out, err := exec.CommandContext(t.Context(), util, "--init-token", "--free", "--label", "gatehouse", "--pin", "1234", "--so-pin", "5678").CombinedOutput()
-	if err != nil {
-		t.Fatalf("softhsm2-util --init-token: %v\n%s", err, out)
-	}
+	module := pkitest.SoftHSMToken(t, "gatehouse", "1234")
 	k, err := pkcs11.New(t.Context(), apiv1.Options{Type: apiv1.PKCS11, URI: "pkcs11:module-path=" + module + ";token=gatehouse?pin-value=1234"})
 	if err != nil {
 		t.Fatalf("open SoftHSM: %v", err)

@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/x509/pkix"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,32 +23,8 @@ import (
 // in that token, and the store records pkcs11: references without module
 // path or PIN.
 func TestCA_PKCS11Config(t *testing.T) {
-	util, err := exec.LookPath("softhsm2-util")
-	if err != nil {
-		t.Skip("softhsm2-util not installed (Debian softhsm2)")
-	}
-	module := ""
-	for _, m := range []string{"/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so", "/usr/lib64/pkcs11/libsofthsm2.so"} {
-		if _, err := os.Stat(m); err == nil {
-			module = m
-			break
-		}
-	}
-	if module == "" {
-		t.Skip("SoftHSM module not found")
-	}
+	module := pkitest.SoftHSMToken(t, "gh", "1234")
 	dir := t.TempDir()
-	conf := filepath.Join(dir, "softhsm2.conf")
-	if err := os.MkdirAll(filepath.Join(dir, "tokens"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(conf, []byte("directories.tokendir = "+filepath.Join(dir, "tokens")+"\nobjectstore.backend = file\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("SOFTHSM2_CONF", conf)
-	if out, err := exec.CommandContext(t.Context(), util, "--init-token", "--free", "--label", "gh", "--pin", "1234", "--so-pin", "5678").CombinedOutput(); err != nil {
-		t.Fatalf("init token: %v\n%s", err, out)
-	}
 	keyURI := "pkcs11:module-path=" + module + ";token=gh;id=01;object=domain-ca?pin-value=1234"
 	kms, err := pkcs11.New(t.Context(), apiv1.Options{Type: apiv1.PKCS11, URI: keyURI})
 	if err != nil {
