@@ -1,6 +1,7 @@
 package coap_test
 
 import (
+	"context"
 	"crypto/rand"
 	"net"
 	"testing"
@@ -11,6 +12,10 @@ import (
 	"github.com/pion/dtls/v3/pkg/protocol/extension"
 	"github.com/pion/dtls/v3/pkg/protocol/handshake"
 	"github.com/pion/dtls/v3/pkg/protocol/recordlayer"
+
+	"github.com/gatehouse-pki/gatehouse/coap"
+	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
+	"github.com/gatehouse-pki/gatehouse/pledge"
 )
 
 // clientHello is a cookieless DTLS 1.2 ClientHello record offering
@@ -85,4 +90,43 @@ func TestServer_CookielessClientHellos(t *testing.T) {
 		t.Fatalf("answered %d bytes to %d bytes of ClientHellos: amplification", got, sent)
 	}
 	t.Logf("%d cookieless ClientHellos, %d bytes; %d bytes of HelloVerifyRequests (ratio %.2f)", n, sent, got, float64(got)/float64(sent))
+}
+
+// TestServer_UnterminatedHandshake: reliability F10: a peer that sends the
+// first fragment of a ClientHello and never the rest holds a session slot
+// only until HandshakeTimeout; then a pledge gets in.
+func TestServer_UnterminatedHandshake(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, coap.Config{MaxSessions: 1, HandshakeTimeout: time.Second}, nil)
+	id := pkitest.NewIDevID(t, e.mfg, "SN-COAP-F10", e.masa.Authority)
+	c, err := (&net.Dialer{}).DialContext(t.Context(), "udp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Handshake header: ClientHello of 60000 bytes, message_seq 0, offset 0,
+	// a 100-byte fragment.
+	hs := append([]byte{1, 0, 0xea, 0x60, 0, 0, 0, 0, 0, 0, 0, 100}, make([]byte, 100)...)
+	rec := append([]byte{22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, byte(len(hs))}, hs...)
+	if _, err := c.Write(rec); err != nil {
+		t.Fatal(err)
+	}
+	// At once, the slot is taken.
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	s, err := pledge.DialCoAPS(ctx, e.addr, id.TLS, e.verifyDomain)
+	cancel()
+	if err == nil {
+		_ = s.Close()
+		t.Fatal("a session was accepted while the unterminated handshake held the only slot")
+	}
+	for range 8 {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+		s, err := pledge.DialCoAPS(ctx, e.addr, id.TLS, e.verifyDomain)
+		cancel()
+		if err == nil {
+			_ = s.Close()
+			return
+		}
+	}
+	t.Fatal("the unterminated handshake still holds the only session slot")
 }
