@@ -108,20 +108,29 @@ func (s *Service) handleApprove(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *Service) handleDeny(w http.ResponseWriter, r *http.Request) error {
+// readReason reads the optional {"reason": "…"} body of an admin POST.
+func readReason(w http.ResponseWriter, r *http.Request) (string, error) {
 	var req struct {
 		Reason string `json:"reason"`
 	}
 	body, err := web.ReadBody(w, r, maxAdminBody)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if len(body) > 0 {
 		if err := json.Unmarshal(body, &req); err != nil {
-			return problem.New(problem.BadRequest, err, "the body must be {\"reason\": \"…\"}")
+			return "", problem.New(problem.BadRequest, err, "the body must be {\"reason\": \"…\"}")
 		}
 	}
-	if err := s.Deny(r.Context(), r.PathValue("serial"), req.Reason); err != nil {
+	return req.Reason, nil
+}
+
+func (s *Service) handleDeny(w http.ResponseWriter, r *http.Request) error {
+	reason, err := readReason(w, r)
+	if err != nil {
+		return err
+	}
+	if err := s.Deny(r.Context(), r.PathValue("serial"), reason); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -222,23 +231,15 @@ func (s *Service) handleCARollover(w http.ResponseWriter, r *http.Request) error
 }
 
 func (s *Service) handleCARevoke(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Reason string `json:"reason"`
-	}
-	body, err := web.ReadBody(w, r, maxAdminBody)
+	name, err := readReason(w, r)
 	if err != nil {
 		return err
-	}
-	if len(body) > 0 {
-		if err := json.Unmarshal(body, &req); err != nil {
-			return problem.New(problem.BadRequest, err, "the body must be {\"reason\": \"…\"}")
-		}
 	}
 	serial, err := ParseSerial(r.PathValue("serial"))
 	if err != nil {
 		return problem.New(problem.BadRequest, err, "%v", err)
 	}
-	reason, err := ParseRevocationReason(req.Reason)
+	reason, err := ParseRevocationReason(name)
 	if err != nil {
 		return problem.New(problem.BadRequest, err, "%v", err)
 	}
