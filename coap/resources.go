@@ -307,6 +307,16 @@ func (s *Server) run(w *responsewriter.ResponseWriter[*udpclient.Conn], m *pool.
 // finish counts the response and keeps a POST response for Block2.
 func (s *Server) finish(ses *session, rt route, req *request, resp response) {
 	s.count(rt.name, resp.code)
+	// One event per operation (Block1 blocks and Block2 continuations are
+	// not operations of their own).
+	attrs := []slog.Attr{slog.String("resource", rt.name), slog.String("code", codeString(resp.code)), slog.String("remote", req.remote)}
+	if leaf := ses.leaf(); leaf != nil {
+		attrs = append(attrs, slog.String("client_subject", leaf.Subject.String()))
+	}
+	if resp.code >= codes.BadRequest {
+		attrs = append(attrs, slog.String("err", string(resp.body)))
+	}
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "coap request", attrs...)
 	if rt.method == codes.POST {
 		ses.mu.Lock()
 		ses.responses[req.path] = &cached{resp: resp, at: s.clk.Now()}
@@ -315,7 +325,12 @@ func (s *Server) finish(ses *session, rt route, req *request, resp response) {
 }
 
 func (s *Server) count(name string, code codes.Code) {
-	s.metrics.requests.WithLabelValues(name, fmt.Sprintf("%d.%02d", code>>5, code&0x1f)).Inc()
+	s.metrics.requests.WithLabelValues(name, codeString(code)).Inc()
+}
+
+// codeString is the dotted form of a CoAP code, "2.04".
+func codeString(code codes.Code) string {
+	return fmt.Sprintf("%d.%02d", code>>5, code&0x1f)
 }
 
 // reply writes resp as the piggybacked response.
