@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -27,6 +28,7 @@ import (
 // keys are a contract (issue #7).
 type benchFlags struct {
 	registrar, labDir, admin, ledger string
+	coapsRegistrar                   string
 	count, concurrency, serverPID    int
 	holdConns                        int
 	duration                         time.Duration
@@ -53,8 +55,10 @@ Load: --concurrency C pledges back to back (closed loop), or --rate R arrivals
 a second with at most C in flight (open loop: latency counts from the
 scheduled arrival), for --count N operations or for --duration D.
 --reenroll-share F makes that share of the operations renew an LDevID issued
-earlier in the run (simplereenroll). --coaps-share is refused until the pledge
-client speaks CoAPS. --hold-conns N keeps N idle keep-alive connections open
+earlier in the run (simplereenroll). --coaps-share F runs that share of the
+onboardings as cBRSKI over CoAP/DTLS (COSE voucher, EST-coaps) against the
+lab child's CoAPS listener or --coaps-registrar URL (default: the
+--registrar host, port 5684). --hold-conns N keeps N idle keep-alive connections open
 to the registrar during the run (each carried a GET /cacerts), to measure its
 memory with many connections.
 
@@ -90,7 +94,8 @@ record is lost.`,
 	fl.IntVar(&f.concurrency, "concurrency", bench.DefaultConcurrency, "pledges in flight")
 	fl.DurationVar(&f.duration, "duration", 0, "how long to run (for example 30s)")
 	fl.Float64Var(&f.rate, "rate", 0, "arrivals a second (open loop); 0 runs a closed loop at --concurrency")
-	fl.Float64Var(&f.coapsShare, "coaps-share", 0, "share of onboardings over CoAPS, 0 to 1 (not supported yet)")
+	fl.Float64Var(&f.coapsShare, "coaps-share", 0, "share of onboardings over CoAPS (cBRSKI), 0 to 1")
+	fl.StringVar(&f.coapsRegistrar, "coaps-registrar", "", "the registrar's coaps://host:port for --coaps-share (default: the --registrar host, port 5684)")
 	fl.Float64Var(&f.reenrollShare, "reenroll-share", 0, "share of operations that re-enrol an earlier LDevID, 0 to 1")
 	fl.BoolVar(&f.json, "json", false, "print one JSON object")
 	fl.BoolVar(&f.floor, "floor", false, "measure the same-run floor and report the ratio to it")
@@ -110,14 +115,11 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 	if f.count == 0 && f.duration == 0 {
 		f.count = 1000
 	}
-	if f.coapsShare != 0 {
-		return usageError{bench.ErrCoAPSUnsupported}
-	}
 	ctx, stop := signalContext(cmd.Context())
 	defer stop()
 	stderr := cmd.ErrOrStderr()
 
-	var u *url.URL
+	var u, coapsURL *url.URL
 	var server bench.ServerStats
 	var child *labChild
 	switch {
@@ -126,6 +128,7 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 		if u, err = url.Parse(f.registrar); err != nil || u.Scheme != "https" || u.Host == "" {
 			return usageError{fmt.Errorf("bench: --registrar %q: want https://host:port", f.registrar)}
 		}
+		coapsURL = &url.URL{Scheme: "coaps", Host: net.JoinHostPort(u.Hostname(), "5684")}
 	default:
 		var err error
 		started := a.clk.Now()
@@ -134,7 +137,7 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 		}
 		child.startup = a.clk.Since(started)
 		defer child.kill()
-		u = child.registrar
+		u, coapsURL = child.registrar, child.coaps
 		fmt.Fprintf(stderr, "bench: started gatehouse lab (pid %d) at %s\n", child.cmd.Process.Pid, u)
 	}
 	switch {
@@ -150,6 +153,13 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 		server = bench.ProcStats{PID: child.cmd.Process.Pid}
 	}
 
+	if f.coapsRegistrar != "" {
+		cu, err := url.Parse(f.coapsRegistrar)
+		if err != nil || cu.Scheme != "coaps" || cu.Host == "" {
+			return usageError{fmt.Errorf("bench: --coaps-registrar %q: want coaps://host:port", f.coapsRegistrar)}
+		}
+		coapsURL = cu
+	}
 	ids, err := bench.LoadIdentities(ctx, f.labDir, a.clk)
 	if err != nil {
 		return err
@@ -175,19 +185,20 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 	}
 	defer lf.Close()
 	rep, err := bench.Run(ctx, bench.Config{
-		Registrar:     u,
-		Identities:    ids,
-		Count:         f.count,
-		Duration:      f.duration,
-		Concurrency:   f.concurrency,
-		Rate:          f.rate,
-		ReenrollShare: f.reenrollShare,
-		CoAPSShare:    f.coapsShare,
-		HoldConns:     f.holdConns,
-		Server:        server,
-		Ledger:        lf,
-		Progress:      stderr,
-		Clock:         a.clk,
+		Registrar:      u,
+		Identities:     ids,
+		Count:          f.count,
+		Duration:       f.duration,
+		Concurrency:    f.concurrency,
+		Rate:           f.rate,
+		ReenrollShare:  f.reenrollShare,
+		CoAPSShare:     f.coapsShare,
+		CoAPSRegistrar: coapsURL,
+		HoldConns:      f.holdConns,
+		Server:         server,
+		Ledger:         lf,
+		Progress:       stderr,
+		Clock:          a.clk,
 	})
 	if err != nil {
 		return err
@@ -315,7 +326,7 @@ func reconcileLedger(ctx context.Context, a *app, dir, ledgerPath string) (*benc
 }
 
 func printBenchReport(w io.Writer, r *bench.Report, ledger string) {
-	fmt.Fprintf(w, "gatehouse bench: %d onboardings, %d reenrollments, %d errors in %.2f s (concurrency %d", r.Onboardings, r.Reenrollments, r.Errors, r.DurationS, r.Concurrency)
+	fmt.Fprintf(w, "gatehouse bench: %d onboardings (%d over CoAPS), %d reenrollments, %d errors in %.2f s (concurrency %d", r.Onboardings, r.CoAPSOnboardings, r.Reenrollments, r.Errors, r.DurationS, r.Concurrency)
 	if r.Rate > 0 {
 		fmt.Fprintf(w, ", rate %.1f/s", r.Rate)
 	}
@@ -364,6 +375,7 @@ func printBenchReport(w io.Writer, r *bench.Report, ledger string) {
 type labChild struct {
 	cmd       *exec.Cmd
 	registrar *url.URL
+	coaps     *url.URL
 	log       *os.File
 	// startup is the time from exec to the ready line.
 	startup time.Duration
@@ -389,7 +401,7 @@ func startLabChild(ctx context.Context, dir string) (*labChild, error) {
 	}
 	// The child outlives ctx's cancellation only until stop or kill.
 	cmd := exec.CommandContext(context.WithoutCancel(ctx), exe, "lab", "--data", dir,
-		"--https", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "warn")
+		"--https", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--log-level", "warn")
 	cmd.Stderr = logf
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -409,6 +421,9 @@ func startLabChild(ctx context.Context, dir string) (*labChild, error) {
 			line := sc.Text()
 			if v, ok := strings.CutPrefix(line, "registrar: "); ok && c.registrar == nil {
 				c.registrar, _ = url.Parse(strings.TrimSpace(v))
+			}
+			if v, ok := strings.CutPrefix(line, "coaps: "); ok && c.coaps == nil {
+				c.coaps, _ = url.Parse(strings.TrimSpace(v))
 			}
 			if line == "ready (Ctrl-C to stop)" && !signalled {
 				signalled = true

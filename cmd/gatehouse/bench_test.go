@@ -17,7 +17,7 @@ func TestBench_LabChild(t *testing.T) {
 	bin := buildGatehouse(t)
 	dir := filepath.Join(t.TempDir(), "data")
 	cmd := exec.CommandContext(t.Context(), bin, "bench", "--lab", dir, "--count", "6", "--concurrency", "3",
-		"--reenroll-share", "0.3", "--floor", "--floor-duration", "300ms", "--json")
+		"--reenroll-share", "0.3", "--coaps-share", "0.5", "--floor", "--floor-duration", "300ms", "--json")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -36,6 +36,9 @@ func TestBench_LabChild(t *testing.T) {
 	}
 	if rep["errors"] != 0.0 || rep["onboardings"].(float64)+rep["reenrollments"].(float64) != 6 {
 		t.Errorf("report %s", out)
+	}
+	if n := rep["coaps_onboardings"].(float64); n < 1 {
+		t.Errorf("coaps_onboardings = %v, want some with --coaps-share 0.5", n)
 	}
 	if cpu := rep["server_cpu_s"].(float64); cpu <= 0 {
 		t.Errorf("server_cpu_s = %v: the lab child was not measured", cpu)
@@ -62,7 +65,7 @@ func TestBench_UsageErrors(t *testing.T) {
 		want string
 	}{
 		{"no-lab", []string{"bench", "--count", "1"}, "--lab DIR is required"},
-		{"coaps", []string{"bench", "--lab", "x", "--coaps-share", "0.5"}, "CoAPS onboarding is not supported yet"},
+		{"coaps-url", []string{"bench", "--lab", "x", "--registrar", "https://127.0.0.1:1", "--coaps-registrar", "https://127.0.0.1:1"}, "want coaps://host:port"},
 		{"http-registrar", []string{"bench", "--lab", "x", "--registrar", "http://127.0.0.1:1"}, "want https://host:port"},
 		{"reconcile-no-data", []string{"bench", "reconcile"}, "--data DIR is required"},
 		{"seed-no-devices", []string{"bench", "seed", "--data", "x"}, "--devices N"},

@@ -20,9 +20,9 @@ import (
 	"github.com/gatehouse-pki/gatehouse/pledge"
 )
 
-// ErrCoAPSUnsupported reports a CoAPS share: the pledge library speaks
-// HTTPS only until the coap transport lands.
-var ErrCoAPSUnsupported = errors.New("bench: CoAPS onboarding is not supported yet (the pledge client speaks HTTPS only); use --coaps-share 0")
+// ErrNoCoAPSRegistrar reports a CoAPS share without a coaps:// registrar
+// URL to send those onboardings to.
+var ErrNoCoAPSRegistrar = errors.New("bench: a CoAPS share needs the registrar's coaps://host:port")
 
 // Defaults.
 const (
@@ -57,9 +57,13 @@ type Config struct {
 	// ReenrollShare is the share of operations, 0 to 1, that re-enrol an
 	// LDevID issued earlier in the run instead of onboarding a new pledge.
 	ReenrollShare float64
-	// CoAPSShare is the share of onboardings over CoAPS; anything but zero
-	// is refused with ErrCoAPSUnsupported for now.
+	// CoAPSShare is the share of onboardings, 0 to 1, that run as cBRSKI
+	// over CoAP/DTLS against CoAPSRegistrar (COSE voucher, EST-coaps)
+	// instead of over HTTPS. Re-enrolments stay on HTTPS.
 	CoAPSShare float64
+	// CoAPSRegistrar is the registrar's coaps://host:port. Required when
+	// CoAPSShare is positive.
+	CoAPSRegistrar *url.URL
 	// HoldConns, when positive, is a number of idle keep-alive connections
 	// held open to the registrar for the whole run (each carried a GET
 	// /cacerts), for measuring the server's memory with many connections.
@@ -124,8 +128,8 @@ func (cfg Config) Validate() error {
 	}
 	if !(cfg.CoAPSShare >= 0 && cfg.CoAPSShare <= 1) {
 		errs = append(errs, fmt.Errorf("coaps share %v: want 0 to 1", cfg.CoAPSShare))
-	} else if cfg.CoAPSShare > 0 {
-		errs = append(errs, ErrCoAPSUnsupported)
+	} else if u := cfg.CoAPSRegistrar; cfg.CoAPSShare > 0 && (u == nil || u.Scheme != "coaps" || u.Host == "") {
+		errs = append(errs, fmt.Errorf("%w (got %v)", ErrNoCoAPSRegistrar, u))
 	}
 	return errors.Join(errs...)
 }
@@ -137,6 +141,8 @@ type Report struct {
 	Onboardings int `json:"onboardings"`
 	// Reenrollments counts completed, verified re-enrolments.
 	Reenrollments int `json:"reenrollments"`
+	// CoAPSOnboardings counts the Onboardings that ran over CoAPS.
+	CoAPSOnboardings int `json:"coaps_onboardings"`
 	// Errors counts failed operations; ErrorsByKind splits them.
 	Errors       int            `json:"errors"`
 	ErrorsByKind map[string]int `json:"errors_by_kind"`
@@ -197,6 +203,7 @@ func (r *Report) SetFloor(f *FloorReport) {
 // op is one operation's outcome.
 type op struct {
 	kind    string // "enroll" or "reenroll"
+	coaps   bool
 	latency time.Duration
 	err     error
 	entry   LedgerEntry
@@ -211,6 +218,7 @@ type runner struct {
 	errKinds  map[string]int
 	enrolls   int
 	reenrolls int
+	coaps     int
 	serials   map[string]bool
 	pool      []*pledge.Result // LDevIDs for re-enrolment
 	ledgerErr error
@@ -382,8 +390,11 @@ func (r *runner) openLoop(ctx context.Context, start time.Time) {
 
 // isReenroll spreads the re-enrolments evenly: operation i re-enrols when
 // the running share crosses an integer there.
-func (r *runner) isReenroll(i int) bool {
-	f := r.cfg.ReenrollShare
+func (r *runner) isReenroll(i int) bool { return spread(i, r.cfg.ReenrollShare) }
+
+// spread reports whether item i is one of a share f spread evenly: the
+// running share crosses an integer at i.
+func spread(i int, f float64) bool {
 	return f > 0 && math.Floor(float64(i+1)*f) > math.Floor(float64(i)*f)
 }
 
@@ -399,20 +410,24 @@ func (r *runner) run(ctx context.Context, i int, at time.Time) op {
 			return r.reenroll(ctx, prev, at)
 		}
 	}
-	return r.enroll(ctx, at)
+	return r.enroll(ctx, at, spread(i, r.cfg.CoAPSShare))
 }
 
-// enroll onboards a new pledge.
-func (r *runner) enroll(ctx context.Context, at time.Time) op {
+// enroll onboards a new pledge, over CoAPS when coaps is set.
+func (r *runner) enroll(ctx context.Context, at time.Time, coaps bool) op {
 	clk := r.cfg.Clock
-	o := op{kind: "enroll"}
+	o := op{kind: "enroll", coaps: coaps}
+	reg := r.cfg.Registrar
+	if coaps {
+		reg = r.cfg.CoAPSRegistrar
+	}
 	id, serial, err := r.cfg.Identities.Next()
 	if err != nil {
 		o.err = err
 		return o
 	}
 	c, err := pledge.New(pledge.Config{
-		Registrar:   r.cfg.Registrar,
+		Registrar:   reg,
 		IDevID:      id,
 		MASAAnchors: r.cfg.Identities.MASAAnchors,
 		Clock:       clk,
@@ -438,6 +453,7 @@ func (r *runner) enroll(ctx context.Context, at time.Time) op {
 	v := res.Voucher.Voucher
 	o.entry = LedgerEntry{
 		Kind:          o.kind,
+		Transport:     reg.Scheme,
 		Pledge:        serial,
 		VoucherSerial: v.SerialNumber,
 		Nonce:         nonceText(v.Nonce),
@@ -471,6 +487,7 @@ func (r *runner) reenroll(ctx context.Context, prev *pledge.Result, at time.Time
 	res.Voucher = prev.Voucher // the pledge's voucher, for the next renewal
 	o.entry = LedgerEntry{
 		Kind:          o.kind,
+		Transport:     r.cfg.Registrar.Scheme,
 		Pledge:        prev.Voucher.Voucher.SerialNumber,
 		VoucherSerial: prev.Voucher.Voucher.SerialNumber,
 		LDevIDSerial:  serialHex(res.LDevID.SerialNumber),
@@ -522,9 +539,13 @@ func (r *runner) record(o op) {
 	}
 	r.serials[o.entry.LDevIDSerial] = true
 	r.latencies = append(r.latencies, o.latency)
-	if o.kind == "reenroll" {
+	switch {
+	case o.kind == "reenroll":
 		r.reenrolls++
-	} else {
+	case o.coaps:
+		r.enrolls++
+		r.coaps++
+	default:
 		r.enrolls++
 	}
 	if r.ledger != nil && r.ledgerErr == nil {
@@ -550,12 +571,13 @@ func (r *runner) report(elapsed time.Duration) *Report {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rep := &Report{
-		Onboardings:   r.enrolls,
-		Reenrollments: r.reenrolls,
-		ErrorsByKind:  r.errKinds,
-		DurationS:     elapsed.Seconds(),
-		Concurrency:   r.cfg.Concurrency,
-		Rate:          r.cfg.Rate,
+		Onboardings:      r.enrolls,
+		Reenrollments:    r.reenrolls,
+		CoAPSOnboardings: r.coaps,
+		ErrorsByKind:     r.errKinds,
+		DurationS:        elapsed.Seconds(),
+		Concurrency:      r.cfg.Concurrency,
+		Rate:             r.cfg.Rate,
 	}
 	for _, n := range r.errKinds {
 		rep.Errors += n
@@ -605,6 +627,9 @@ func ErrorKind(err error) string {
 	}
 	if se, ok := errors.AsType[*pledge.StatusError](err); ok {
 		return "http_" + strconv.Itoa(se.StatusCode)
+	}
+	if ce, ok := errors.AsType[*pledge.CoAPError](err); ok {
+		return fmt.Sprintf("coap_%d.%02d", ce.Code>>5, ce.Code&0x1f)
 	}
 	switch {
 	case errors.Is(err, errDuplicateSerial):

@@ -226,7 +226,8 @@ func TestConfig_Validate(t *testing.T) {
 		mutate func(*Config)
 		want   string
 	}{
-		{"coaps-share", func(c *Config) { c.CoAPSShare = 0.5 }, "CoAPS onboarding is not supported yet"},
+		{"coaps-share-without-url", func(c *Config) { c.CoAPSShare = 0.5 }, "needs the registrar's coaps://host:port"},
+		{"coaps-share-https-url", func(c *Config) { c.CoAPSShare = 0.5; c.CoAPSRegistrar = u }, "needs the registrar's coaps://host:port"},
 		{"no-count-or-duration", func(c *Config) { c.Count = 0 }, "a count or a duration is required"},
 		{"http-registrar", func(c *Config) { c.Registrar = &url.URL{Scheme: "http", Host: "x"} }, "want https://host:port"},
 		{"reenroll-share", func(c *Config) { c.ReenrollShare = 1.5 }, "reenroll share"},
@@ -246,8 +247,12 @@ func TestConfig_Validate(t *testing.T) {
 	}
 	c := ok
 	c.CoAPSShare = 1
-	if err := c.Validate(); !errors.Is(err, ErrCoAPSUnsupported) {
-		t.Errorf("Validate = %v, want ErrCoAPSUnsupported", err)
+	if err := c.Validate(); !errors.Is(err, ErrNoCoAPSRegistrar) {
+		t.Errorf("Validate = %v, want ErrNoCoAPSRegistrar", err)
+	}
+	c.CoAPSRegistrar = &url.URL{Scheme: "coaps", Host: "127.0.0.1:5684"}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate with a coaps URL = %v", err)
 	}
 }
 

@@ -20,6 +20,8 @@ import (
 type LedgerEntry struct {
 	// Kind is "enroll" (full onboarding) or "reenroll".
 	Kind string `json:"kind"`
+	// Transport is "https" or "coaps".
+	Transport string `json:"transport,omitempty"`
 	// Pledge is the IDevID's serial number.
 	Pledge string `json:"pledge"`
 	// VoucherSerial is the voucher's serial-number (enroll only).
