@@ -198,7 +198,7 @@ func TestFloor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := Floor(t.Context(), FloorConfig{Lab: p, Identities: ids, Duration: 300 * time.Millisecond, Clock: clk})
+	f, err := Floor(t.Context(), FloorConfig{Lab: p, Identities: ids, Duration: time.Second, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -127,6 +127,10 @@ func Floor(ctx context.Context, cfg FloorConfig) (*FloorReport, error) {
 	}
 	server := after - before - time.Duration(clientCPU.Load())
 	perOp := server / time.Duration(n)
+	if perOp <= 0 {
+		// CPU accounting too coarse for so short a run.
+		return nil, fmt.Errorf("bench: floor: no server CPU measured over %d units; run it longer", n)
+	}
 	cores := runtime.GOMAXPROCS(0)
 	return &FloorReport{
 		PerS:       float64(cores) / perOp.Seconds(),
