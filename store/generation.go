@@ -119,19 +119,27 @@ func putGeneration(tx *bolt.Tx, r generationRecordV1) error {
 		return err
 	}
 	if r.Active {
+		// bbolt forbids changing a bucket inside its ForEach, so the
+		// generations to deactivate are collected first.
+		var demote []generationRecordV1
 		err := tx.Bucket([]byte(bucketGenerations)).ForEach(func(k, v []byte) error {
 			var other generationRecordV1
 			if err := decodeRecord(v, &other); err != nil {
 				return fmt.Errorf("generation %q: %w", k, err)
 			}
-			if !other.Active || other.ID == r.ID {
-				return nil
+			if other.Active && other.ID != r.ID {
+				other.Active = false
+				demote = append(demote, other)
 			}
-			other.Active = false
-			return put(tx, bucketGenerations, bytes.Clone(k), other)
+			return nil
 		})
 		if err != nil {
 			return err
+		}
+		for _, other := range demote {
+			if err := put(tx, bucketGenerations, []byte(other.ID), other); err != nil {
+				return err
+			}
 		}
 	}
 	return put(tx, bucketGenerations, []byte(r.ID), r)
