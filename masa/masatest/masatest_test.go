@@ -204,12 +204,16 @@ func TestStartAdversarial_SlowRespectsContext(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	s := masatest.StartAdversarial(t, masatest.Options{Manufacturer: e.mfg, Delay: time.Minute}, masatest.ModeSlow)
+	rvr := e.rvr(t, "SN-S") // signed before the deadline starts
 	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, _, err := do(ctx, t, s, e, masa.PathRequestVoucher, e.rvr(t, "SN-S"))
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v, want a deadline", err)
+	_, _, err := do(ctx, t, s, e, masa.PathRequestVoucher, rvr)
+	// Under load the deadline can strike in the TLS handshake, where the
+	// error need not wrap context.DeadlineExceeded; what matters is that
+	// the call failed and it was the deadline that ended it.
+	if err == nil || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatalf("err = %v (context: %v), want a failure at the deadline", err, ctx.Err())
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("took %s", d)
