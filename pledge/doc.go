@@ -16,7 +16,9 @@
 //     Config.VoucherFormat FormatCOSE (cBRSKI), YANG-CBOR in a COSE_Sign1
 //     without certificates, posted as application/voucher+cose.
 //   - §5.6 202 + Retry-After: the pledge waits (at most Config.MaxRetryWait
-//     per answer, 60 s by default) and resends the identical bytes.
+//     per answer, 60 s by default) and resends the identical bytes; a 503
+//     with Retry-After (a registrar at its MASA in-flight cap) is waited
+//     out the same way, at most Config.MaxBusyRetries times in a row.
 //   - §5.6.1 voucher checks: the MASA signature chains to the built-in
 //     anchors at the clock's time, serial-number is the pledge's own, the
 //     nonce is the one sent (byte for byte), and pinned-domain-cert is

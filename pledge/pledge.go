@@ -46,6 +46,9 @@ const (
 	// MinRetryWait is the shortest wait after a 202 (a registrar answering
 	// Retry-After: 0 is not hammered), unless MaxRetryWait is shorter.
 	MinRetryWait = time.Second
+	// DefaultMaxBusyRetries is how many 503 answers with Retry-After in a
+	// row the voucher exchange waits out before giving up.
+	DefaultMaxBusyRetries = 5
 	// DialTimeout bounds connecting to the registrar (TCP and TLS).
 	DialTimeout = 10 * time.Second
 	// MaxResponseBytes caps a response body read from the registrar.
@@ -124,6 +127,12 @@ type Config struct {
 	Clock clock.Clock
 	// MaxRetryWait caps one wait after a 202. Default DefaultMaxRetryWait.
 	MaxRetryWait time.Duration
+	// MaxBusyRetries caps how many 503 answers in a row that carry
+	// Retry-After (a registrar at its MASA in-flight cap, RFC 9110 §15.6.4)
+	// the voucher exchange waits out, each wait like a 202's (capped by
+	// MaxRetryWait); the next such 503, or one without Retry-After, is
+	// final. Default DefaultMaxBusyRetries; negative: a 503 is always final.
+	MaxBusyRetries int
 	// MaxWait bounds the whole voucher exchange, waits included, and then
 	// the EST exchange likewise. Default DefaultMaxWait.
 	MaxWait time.Duration
@@ -152,6 +161,9 @@ func (cfg Config) WithDefaults() Config {
 	}
 	if cfg.MaxWait == 0 {
 		cfg.MaxWait = DefaultMaxWait
+	}
+	if cfg.MaxBusyRetries == 0 {
+		cfg.MaxBusyRetries = DefaultMaxBusyRetries
 	}
 	return cfg
 }

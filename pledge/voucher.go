@@ -126,14 +126,19 @@ func (c *Client) signRequest(registrarCert *x509.Certificate, nonce []byte) ([]b
 }
 
 // postRequest posts the signed request until the registrar answers other
-// than 202, and returns the 200 body and the number of POSTs.
+// than 202 or a 503 with Retry-After (at most Config.MaxBusyRetries of
+// those in a row), and returns the 200 body and the number of POSTs.
 func (c *Client) postRequest(ctx context.Context, signed []byte) ([]byte, int, error) {
+	busy := 0
+	// gaveUp is the error for a context that ends while waiting: the last
+	// 202 or 503 is what the pledge had.
+	var gaveUp error
 	for attempt := 1; ; attempt++ {
 		mt := c.voucherMediaType()
 		ans, err := c.post(ctx, PathRequestVoucher, mt, mt, signed)
 		if err != nil {
 			if ctx.Err() != nil && attempt > 1 {
-				return nil, attempt, fmt.Errorf("%w after %d attempts: %w", ErrPending, attempt-1, ctx.Err())
+				return nil, attempt, fmt.Errorf("%w after %d attempts: %w", gaveUp, attempt-1, ctx.Err())
 			}
 			return nil, attempt, fmt.Errorf("request voucher: %w", err)
 		}
@@ -141,6 +146,17 @@ func (c *Client) postRequest(ctx context.Context, signed []byte) ([]byte, int, e
 		case http.StatusOK:
 			return ans.body, attempt, nil
 		case http.StatusAccepted:
+			busy = 0
+			gaveUp = ErrPending
+		case http.StatusServiceUnavailable:
+			// The registrar is busy (its MASA in-flight cap, or a MASA that
+			// is down) and says when to come back: wait like after a 202,
+			// a bounded number of times in a row.
+			if ans.header.Get("Retry-After") == "" || busy >= c.cfg.MaxBusyRetries {
+				return nil, attempt, fmt.Errorf("request voucher: %w", statusError(PathRequestVoucher, ans))
+			}
+			busy++
+			gaveUp = fmt.Errorf("request voucher: %w", statusError(PathRequestVoucher, ans))
 		default:
 			return nil, attempt, fmt.Errorf("request voucher: %w", statusError(PathRequestVoucher, ans))
 		}
@@ -151,7 +167,7 @@ func (c *Client) postRequest(ctx context.Context, signed []byte) ([]byte, int, e
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, attempt, fmt.Errorf("%w after %d attempts: %w", ErrPending, attempt, ctx.Err())
+			return nil, attempt, fmt.Errorf("%w after %d attempts: %w", gaveUp, attempt, ctx.Err())
 		case <-t.C:
 		}
 	}
