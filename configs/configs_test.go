@@ -28,7 +28,7 @@ func TestExamples_Load(t *testing.T) {
 				if err != nil {
 					t.Fatalf("example does not load: %v", err)
 				}
-				if c.Manufacturers[0].Policy != registrar.PolicyApprove || c.LDevID.Validity.D() != 90*24*time.Hour {
+				if c.Manufacturers[0].Policy != registrar.PolicyApprove || c.LDevID.Validity.D() != 90*24*time.Hour || c.LDevID.RenewalWindow.D() != registrar.DefaultRenewalWindow {
 					t.Fatalf("example decoded wrongly: %+v", c)
 				}
 			case "masa":
@@ -73,6 +73,10 @@ func TestParseRegistrar(t *testing.T) {
 		{name: "misspelt-nested-key", yaml: minimalRegistrar() + "ldevid: {validty: 1h}\n", wantErr: []string{"validty"}},
 		{name: "duration-without-unit", yaml: minimalRegistrar() + "ldevid: {validity: 5}\n", wantErr: []string{"line 9", "missing unit"}},
 		{name: "validity-over-398-days", yaml: minimalRegistrar() + "ldevid: {validity: 9600h}\n", wantErr: []string{"validity"}},
+		{name: "renewal-window", yaml: minimalRegistrar() + "ldevid: {validity: 240h, renewalWindow: 240h}\n"},
+		{name: "renewal-window-negative", yaml: minimalRegistrar() + "ldevid: {renewalWindow: -1h}\n", wantErr: []string{"renewalWindow -1h0m0s is outside"}},
+		{name: "renewal-window-over-validity", yaml: minimalRegistrar() + "ldevid: {validity: 240h, renewalWindow: 241h}\n", wantErr: []string{"renewalWindow 241h0m0s is outside (0, validity 240h0m0s]"}},
+		{name: "renewal-window-misspelt", yaml: minimalRegistrar() + "ldevid: {renewalWindows: 1h}\n", wantErr: []string{"renewalWindows"}},
 		{name: "empty", yaml: "", wantErr: []string{"empty"}},
 		{name: "two-documents", yaml: minimalRegistrar() + "---\n{}\n", wantErr: []string{"more than one"}},
 		{name: "every-problem-at-once", yaml: `
@@ -160,5 +164,25 @@ func TestRegistrar_ZeroValueIsSafe(t *testing.T) {
 	}
 	if err := c.Validate(); err == nil {
 		t.Fatal("zero config validated")
+	}
+}
+
+func TestLDevIDProfile_RenewalWindowDefault(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		yaml string
+		want time.Duration
+	}{
+		{"", registrar.DefaultRenewalWindow},
+		{"ldevid: {validity: 240h}\n", 80 * time.Hour},
+		{"ldevid: {validity: 240h, renewalWindow: 12h}\n", 12 * time.Hour},
+	} {
+		c, err := ParseRegistrar(strings.NewReader(minimalRegistrar() + tc.yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		if got := c.LDevID.RenewalWindow.D(); got != tc.want {
+			t.Errorf("%q: renewalWindow %s, want %s", tc.yaml, got, tc.want)
+		}
 	}
 }

@@ -106,6 +106,11 @@ type LDevIDProfile struct {
 	// Backdate moves NotBefore into the past for clock skew. Default 1m; at
 	// most 1h.
 	Backdate Duration `yaml:"backdate"`
+	// RenewalWindow is how long before its notAfter an LDevID counts as due
+	// for renewal in `gatehouse ca status` and GET /api/v1/ca (a flag or
+	// query parameter overrides it). Default a third of the validity (720h
+	// for the default 90 days); at most the validity.
+	RenewalWindow Duration `yaml:"renewalWindow"`
 	// ServerAuth adds id-kp-serverAuth to the default id-kp-clientAuth.
 	ServerAuth bool `yaml:"serverAuth"`
 	// Lint is the pre-issuance lint (reliability Q1): "full" (every zlint
@@ -258,6 +263,9 @@ func (p LDevIDProfile) WithDefaults() LDevIDProfile {
 	if p.Backdate == 0 {
 		p.Backdate = Duration(time.Minute)
 	}
+	if p.RenewalWindow == 0 {
+		p.RenewalWindow = p.Validity / 3
+	}
 	if p.Lint == "" {
 		p.Lint = "fast"
 	}
@@ -385,6 +393,9 @@ func (p LDevIDProfile) Validate() error {
 	}
 	if p.Lint != "full" && p.Lint != "fast" && p.Lint != "off" {
 		errs = append(errs, fmt.Errorf("lint %q: want full, fast or off", p.Lint))
+	}
+	if p.RenewalWindow <= 0 || p.RenewalWindow > p.Validity {
+		errs = append(errs, fmt.Errorf("renewalWindow %s is outside (0, validity %s]", p.RenewalWindow.D(), p.Validity.D()))
 	}
 	if p.Backdate < 0 || p.Backdate.D() > MaxBackdate {
 		errs = append(errs, fmt.Errorf("backdate %s is outside [0, %s]", p.Backdate.D(), MaxBackdate))

@@ -143,8 +143,12 @@ func CAStatusOf(ctx context.Context, db *store.DB, now time.Time, window time.Du
 	return out, nil
 }
 
-// CAStatus is CAStatusOf on this registrar's store at its clock's time.
+// CAStatus is CAStatusOf on this registrar's store at its clock's time,
+// with Config.RenewalWindow when window is zero.
 func (s *Service) CAStatus(ctx context.Context, window time.Duration) (*CAStatus, error) {
+	if window <= 0 {
+		window = s.cfg.RenewalWindow
+	}
 	return CAStatusOf(ctx, s.db, s.clk.Now(), window)
 }
 

@@ -143,6 +143,10 @@ type Config struct {
 	// CSRs are checked against it (RFC 8995 §5.9.2). Defaulted with
 	// pki.Profile.WithDefaults.
 	LDevID pki.Profile
+	// RenewalWindow is how long before its notAfter an LDevID counts as due
+	// for renewal in CAStatus when the caller gives no window. Default
+	// DefaultRenewalWindow.
+	RenewalWindow time.Duration
 	// ESTClientIssuers are CA certificates whose end-entity certificates
 	// may enrol over EST without BRSKI (RFC 7030 §3.3.2: "a certificate
 	// issued by a CA the server trusts"): a TLS client certificate that
@@ -184,6 +188,9 @@ func (cfg Config) WithDefaults() Config {
 	}
 	if cfg.PendingRetryAfter == 0 {
 		cfg.PendingRetryAfter = DefaultPendingRetryAfter
+	}
+	if cfg.RenewalWindow == 0 {
+		cfg.RenewalWindow = DefaultRenewalWindow
 	}
 	if cfg.PerIP == (RateLimit{}) {
 		cfg.PerIP = RateLimit{Rate: 1000, Burst: 2000}
@@ -228,6 +235,9 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.PendingRetryAfter <= 0 || cfg.PendingRetryAfter > MaxRetryAfter {
 		errs = append(errs, fmt.Errorf("PendingRetryAfter %s is not in (0, %s]", cfg.PendingRetryAfter, MaxRetryAfter))
+	}
+	if cfg.RenewalWindow < 0 {
+		errs = append(errs, fmt.Errorf("RenewalWindow %s is negative", cfg.RenewalWindow))
 	}
 	if err := cfg.LDevID.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("ldevid: %w", err))

@@ -60,13 +60,16 @@ type caTarget struct {
 	root *x509.Certificate
 	// domainCA is the configured domain CA (keyFile or keyURI).
 	domainCA configs.DomainCA
+	// renewalWindow is the config's ldevid.renewalWindow (the lab's:
+	// registrar.DefaultRenewalWindow).
+	renewalWindow time.Duration
 }
 
 func resolveCATarget(f *caFlags) (*caTarget, error) {
 	if f.config != "" && f.data != "" {
 		return nil, usageError{errors.New("ca: give --config FILE or --data DIR, not both")}
 	}
-	t := &caTarget{}
+	t := &caTarget{renewalWindow: registrar.DefaultRenewalWindow}
 	adminAddr := ""
 	var certFile string
 	if f.config != "" {
@@ -78,6 +81,7 @@ func resolveCATarget(f *caFlags) (*caTarget, error) {
 		t.dbPath = filepath.Join(cfg.DataDir, registrarDBFile)
 		certFile = cfg.DomainCA.CertFile
 		t.domainCA = cfg.DomainCA
+		t.renewalWindow = cfg.LDevID.RenewalWindow.D()
 		if cfg.Listen.Admin != "" {
 			adminAddr = "http://" + cfg.Listen.Admin
 		}
@@ -163,13 +167,23 @@ func (a *app) caStatusCmd(f *caFlags) *cobra.Command {
 			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
+			// Offline the window is the config's unless the flag is given;
+			// online the running process applies its own config's.
+			flagged := cmd.Flags().Changed("renewal-window")
+			if flagged && window <= 0 {
+				return usageError{fmt.Errorf("ca status: --renewal-window %s is not a positive duration", window)}
+			}
 			var st *registrar.CAStatus
 			err = a.withCA(ctx, t, func(db *store.DB, _ *audit.Recorder, _ registrar.CAKeys) error {
-				st, err = registrar.CAStatusOf(ctx, db, a.clk.Now(), window)
+				w := t.renewalWindow
+				if flagged {
+					w = window
+				}
+				st, err = registrar.CAStatusOf(ctx, db, a.clk.Now(), w)
 				return err
 			}, func(base *url.URL) error {
 				u := base.JoinPath("api", "v1", "ca")
-				if window > 0 {
+				if flagged {
 					u.RawQuery = url.Values{"renewalWindow": {window.String()}}.Encode()
 				}
 				body, err := adminCall(ctx, http.MethodGet, u, nil)
@@ -194,7 +208,7 @@ func (a *app) caStatusCmd(f *caFlags) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().DurationVar(&window, "renewal-window", registrar.DefaultRenewalWindow, "list LDevIDs that expire within this window")
+	cmd.Flags().DurationVar(&window, "renewal-window", 0, "list LDevIDs that expire within this window (default: ldevid.renewalWindow of the config, 720h for a lab)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
 	return cmd
 }

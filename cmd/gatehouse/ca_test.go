@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -114,5 +115,45 @@ func TestCA_Online(t *testing.T) {
 	code, _, errOut = runCLI(t, "ca", "rollover", "--data", dir, "--admin", "http://127.0.0.1:1")
 	if code == 0 || !strings.Contains(errOut, "locked by a running process") {
 		t.Errorf("rollover with the store locked and no admin API: exit %d: %s", code, errOut)
+	}
+}
+
+// TestCA_StatusRenewalWindowFromConfig: offline `ca status --config` lists
+// renewals within the config's ldevid.renewalWindow; --renewal-window
+// overrides it.
+func TestCA_StatusRenewalWindowFromConfig(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	l := openTestLab(t, dir)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	code, example, errOut := runCLI(t, "config", "example", "registrar")
+	if code != 0 {
+		t.Fatalf("config example: %s", errOut)
+	}
+	p := lab.PathsFor(dir)
+	cfgText := strings.Replace(example, "dataDir: /var/lib/gatehouse", "dataDir: "+dir, 1)
+	cfgText = strings.Replace(cfgText, "  certFile: /etc/gatehouse/domain-ca.pem\n  keyFile: /etc/gatehouse/domain-ca-key.pem\n",
+		"  certFile: "+p.DomainCA+"\n  keyFile: "+p.DomainCAKey+"\n", 1)
+	cfgText = strings.Replace(cfgText, "  renewalWindow: 720h", "  renewalWindow: 240h", 1)
+	if !strings.Contains(cfgText, "renewalWindow: 240h") || !strings.Contains(cfgText, "dataDir: "+dir) {
+		t.Fatalf("the example config changed shape:\n%s", cfgText)
+	}
+	cfgFile := filepath.Join(t.TempDir(), "registrar.yaml")
+	if err := os.WriteFile(cfgFile, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if st := caStatusJSON(t, "--config", cfgFile); st.RenewalWindow != "240h0m0s" {
+		t.Errorf("renewal window %q, want the config's 240h0m0s", st.RenewalWindow)
+	}
+	if st := caStatusJSON(t, "--config", cfgFile, "--renewal-window", "48h"); st.RenewalWindow != "48h0m0s" {
+		t.Errorf("renewal window %q, want the flag's 48h0m0s", st.RenewalWindow)
+	}
+	if st := caStatusJSON(t, "--data", dir); st.RenewalWindow != registrar.DefaultRenewalWindow.String() {
+		t.Errorf("lab renewal window %q, want the default", st.RenewalWindow)
+	}
+	if code, _, errOut := runCLI(t, "ca", "status", "--config", cfgFile, "--renewal-window", "-1h"); code != exitUsage {
+		t.Errorf("negative --renewal-window: exit %d: %s", code, errOut)
 	}
 }

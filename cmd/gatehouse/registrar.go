@@ -82,6 +82,7 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 		MASADialTimeout: cfg.MASAClient.DialTimeout.D(),
 		MASATimeout:     cfg.MASAClient.Timeout.D(),
 		MASAMaxInFlight: cfg.MASAClient.MaxInFlight,
+		RenewalWindow:   cfg.LDevID.RenewalWindow.D(),
 	}
 	for _, m := range cfg.Manufacturers {
 		rm, err := registrarManufacturer(m)
