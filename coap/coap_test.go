@@ -32,6 +32,8 @@ type env struct {
 	masa *masatest.Server
 	reg  *registrartest.Registrar
 	addr string
+	// metrics is the listener's registry.
+	metrics *prometheus.Registry
 }
 
 // newEnv starts a real MASA, a real registrar (HTTPS) and the CoAPS
@@ -57,10 +59,11 @@ func newEnvWith(t testing.TB, cfg coap.Config, wrap func(coap.EST) coap.EST, edi
 	if wrap != nil {
 		estSvc = wrap(estSvc)
 	}
+	metrics := prometheus.NewRegistry()
 	srv, err := coap.New(cfg, coap.Deps{
 		Logger:    slog.New(slog.DiscardHandler),
 		Clock:     fc,
-		Metrics:   prometheus.NewRegistry(),
+		Metrics:   metrics,
 		Registrar: reg.Service,
 		EST:       estSvc,
 	})
@@ -80,7 +83,7 @@ func newEnvWith(t testing.TB, cfg coap.Config, wrap func(coap.EST) coap.EST, edi
 		srv.Stop()
 		<-done
 	})
-	return &env{fc: fc, mfg: mfg, masa: m, reg: reg, addr: l.Addr().String()}
+	return &env{fc: fc, mfg: mfg, masa: m, reg: reg, addr: l.Addr().String(), metrics: metrics}
 }
 
 // onboarded returns an IDevID whose voucher exchange succeeded over HTTPS.

@@ -1,9 +1,11 @@
 package coap_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,23 +18,30 @@ import (
 	"github.com/gatehouse-pki/gatehouse/coap"
 	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 	"github.com/gatehouse-pki/gatehouse/pledge"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// clientHello is a cookieless DTLS 1.2 ClientHello record offering
-// TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 (0xC0AE) on P-256.
-func clientHello(t *testing.T, seq uint64) []byte {
+// clientHello is a DTLS 1.2 ClientHello record offering
+// TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 (0xC0AE) on P-256, with random,
+// cookie and message_seq as given (a zero random is filled in).
+func clientHello(t *testing.T, random *handshake.Random, cookie []byte, msgSeq uint16) []byte {
 	t.Helper()
-	var random handshake.Random
-	_, _ = rand.Read(random.RandomBytes[:])
+	if random.RandomBytes == [handshake.RandomBytesLength]byte{} {
+		_, _ = rand.Read(random.RandomBytes[:])
+	}
 	rec := &recordlayer.RecordLayer{
-		Header: recordlayer.Header{Version: protocol.Version1_0, SequenceNumber: seq},
-		Content: &handshake.Handshake{Message: &handshake.MessageClientHello{
-			Version:            protocol.Version1_2,
-			Random:             random,
-			CipherSuiteIDs:     []uint16{0xc0ae},
-			CompressionMethods: []*protocol.CompressionMethod{{}},
-			Extensions:         []extension.Extension{&extension.SupportedEllipticCurves{EllipticCurves: []elliptic.Curve{elliptic.P256}}},
-		}},
+		Header: recordlayer.Header{Version: protocol.Version1_0, SequenceNumber: uint64(msgSeq)},
+		Content: &handshake.Handshake{
+			Header: handshake.Header{MessageSequence: msgSeq},
+			Message: &handshake.MessageClientHello{
+				Version:            protocol.Version1_2,
+				Random:             *random,
+				Cookie:             cookie,
+				CipherSuiteIDs:     []uint16{0xc0ae},
+				CompressionMethods: []*protocol.CompressionMethod{{}},
+				Extensions:         []extension.Extension{&extension.SupportedEllipticCurves{EllipticCurves: []elliptic.Curve{elliptic.P256}}},
+			},
+		},
 	}
 	b, err := rec.Marshal()
 	if err != nil {
@@ -41,60 +50,233 @@ func clientHello(t *testing.T, seq uint64) []byte {
 	return b
 }
 
-// TestServer_CookielessClientHellos: reliability F08 (in part): a flood
-// of ClientHellos without a cookie gets only HelloVerifyRequests, no
-// bigger than the requests (no amplification), and no handshake proceeds.
-// The "0 bytes of per-peer state" half is not met: pion's listener keeps a
-// connection object per source address from its first ClientHello
-// (docs/flows/coap.md).
-func TestServer_CookielessClientHellos(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	ua, err := net.ResolveUDPAddr("udp", e.addr)
+// metric sums the samples of the named metric whose labels include want.
+func metric(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	const n = 200 // more sources than the default session cap (128)
-	sent, got := 0, 0
-	buf := make([]byte, 2048)
-	for i := range n {
-		// A new source port for each, as a spoofing flood would look.
-		c, err := (&net.Dialer{}).DialContext(t.Context(), "udp", ua.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		hello := clientHello(t, 0)
-		if _, err := c.Write(hello); err != nil {
-			t.Fatal(err)
-		}
-		sent += len(hello)
-		_ = c.SetReadDeadline(time.Now().Add(time.Second))
-		m, err := c.Read(buf)
-		_ = c.Close()
-		if err != nil {
-			// Not answered (the session cap, or a lost datagram): no
-			// state to keep either.
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
 			continue
 		}
-		got += m
-		// Record header (13 bytes), then the handshake header: type 3 is
-		// HelloVerifyRequest.
-		if m < 14 || buf[0] != byte(protocol.ContentTypeHandshake) || buf[13] != byte(handshake.TypeHelloVerifyRequest) {
-			t.Fatalf("hello %d: answered %x, want a HelloVerifyRequest", i, buf[:min(m, 16)])
+	next:
+		for _, m := range mf.GetMetric() {
+			for k, v := range want {
+				found := false
+				for _, lp := range m.GetLabel() {
+					found = found || (lp.GetName() == k && lp.GetValue() == v)
+				}
+				if !found {
+					continue next
+				}
+			}
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
-	if got == 0 {
-		t.Fatal("no ClientHello was answered")
+	return sum
+}
+
+func hellos(t *testing.T, e *env, verdict string) float64 {
+	t.Helper()
+	return metric(t, e.metrics, "brski_coap_client_hellos_total", map[string]string{"verdict": verdict})
+}
+
+// roundTrip writes b on c and returns the answer, or nil when none comes
+// within wait.
+func roundTrip(t *testing.T, c net.Conn, b []byte, wait time.Duration) []byte {
+	t.Helper()
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
 	}
+	buf := make([]byte, 4096)
+	_ = c.SetReadDeadline(time.Now().Add(wait))
+	n, err := c.Read(buf)
+	if err != nil {
+		return nil
+	}
+	return buf[:n]
+}
+
+// handshakeType is the handshake type of the first record of a datagram
+// from the server (0 when it is not a handshake record).
+func handshakeType(b []byte) handshake.Type {
+	if len(b) < 14 || b[0] != byte(protocol.ContentTypeHandshake) {
+		return 0
+	}
+	return handshake.Type(b[13])
+}
+
+// cookieOf returns the cookie of a HelloVerifyRequest datagram.
+func cookieOf(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var rec recordlayer.RecordLayer
+	if err := rec.Unmarshal(b); err != nil {
+		t.Fatalf("HelloVerifyRequest: %v", err)
+	}
+	h, ok := rec.Content.(*handshake.Handshake)
+	if !ok {
+		t.Fatalf("not a handshake: %T", rec.Content)
+	}
+	hvr, ok := h.Message.(*handshake.MessageHelloVerifyRequest)
+	if !ok {
+		t.Fatalf("not a HelloVerifyRequest: %T", h.Message)
+	}
+	return hvr.Cookie
+}
+
+// flood sends n cookieless ClientHellos, each from a new source port,
+// and returns the bytes sent and answered (when read is set).
+func flood(t *testing.T, addr string, n int, read bool) (int, int) {
+	t.Helper()
+	sent, got := 0, 0
+	for i := range n {
+		c, err := (&net.Dialer{}).DialContext(t.Context(), "udp", addr)
+		if err != nil {
+			t.Error(err)
+			return sent, got
+		}
+		hello := clientHello(t, &handshake.Random{}, nil, 0)
+		sent += len(hello)
+		if !read {
+			_, _ = c.Write(hello)
+			_ = c.Close()
+			continue
+		}
+		answer := roundTrip(t, c, hello, 2*time.Second)
+		_ = c.Close()
+		if answer == nil {
+			t.Errorf("hello %d: no HelloVerifyRequest", i)
+			continue
+		}
+		got += len(answer)
+		if handshakeType(answer) != handshake.TypeHelloVerifyRequest {
+			t.Errorf("hello %d: answered %x, want a HelloVerifyRequest", i, answer[:min(len(answer), 16)])
+		}
+	}
+	return sent, got
+}
+
+// TestServer_CookielessClientHellos: reliability F08: a flood of
+// ClientHellos without a cookie, each from a new source port as a spoofing
+// flood looks, gets only HelloVerifyRequests, no bigger than the requests,
+// and takes no session slot: with MaxSessions 1 a pledge connects right
+// after. More sources than the pending bound (256) are used, so the
+// oldest pending peers are dropped as new ones come.
+func TestServer_CookielessClientHellos(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, coap.Config{MaxSessions: 1}, nil)
+	const n = 300
+	sent, got := flood(t, e.addr, n, true)
 	if got > sent {
 		t.Fatalf("answered %d bytes to %d bytes of ClientHellos: amplification", got, sent)
 	}
 	t.Logf("%d cookieless ClientHellos, %d bytes; %d bytes of HelloVerifyRequests (ratio %.2f)", n, sent, got, float64(got)/float64(sent))
+	if v := metric(t, e.metrics, "brski_coap_sessions", nil); v != 0 {
+		t.Fatalf("%v session slots taken by cookieless ClientHellos", v)
+	}
+	if v := hellos(t, e, "pending"); v != n {
+		t.Fatalf("pending = %v, want %d", v, n)
+	}
+	// Fewer than n-256 when the system reused a source port: that peer
+	// was replaced, not evicted.
+	if v := hellos(t, e, "evicted"); v < (n-256)/2 {
+		t.Fatalf("evicted = %v, want about %d", v, n-256)
+	}
+	id := pkitest.NewIDevID(t, e.mfg, "SN-COAP-F08", e.masa.Authority)
+	e.dial(t, *id)
+	if v := hellos(t, e, "verified"); v != 1 {
+		t.Fatalf("verified = %v, want 1 (the pledge)", v)
+	}
 }
 
-// TestServer_UnterminatedHandshake: reliability F10: a peer that sends the
-// first fragment of a ClientHello and never the rest holds a session slot
-// only until HandshakeTimeout; then a pledge gets in.
+// TestServer_HelloFloodDuringHandshake: reliability F08: a pledge
+// connects while cookieless ClientHellos from new source ports keep
+// coming, with MaxSessions 1.
+func TestServer_HelloFloodDuringHandshake(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, coap.Config{MaxSessions: 1}, nil)
+	id := pkitest.NewIDevID(t, e.mfg, "SN-COAP-F08-2", e.masa.Authority)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		// At most 2,000, in bursts of 50, until the pledge is in.
+		for range 40 {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			flood(t, e.addr, 50, false)
+		}
+	})
+	defer wg.Wait()
+	defer close(stop)
+	var err error
+	for range 3 {
+		ctx, cancel := context.WithTimeout(t.Context(), 8*time.Second)
+		var s *pledge.CoAPSession
+		s, err = pledge.DialCoAPS(ctx, e.addr, id.TLS, e.verifyDomain)
+		cancel()
+		if err == nil {
+			_ = s.Close()
+			return
+		}
+	}
+	t.Fatalf("the pledge did not get in during the flood: %v", err)
+}
+
+// TestServer_ForgedCookie: reliability F08: a ClientHello with a cookie
+// from an unknown source, or with a cookie other than the one its source
+// was sent, is dropped without an answer and without state; the right
+// cookie gets the ServerHello and takes the session slot.
+func TestServer_ForgedCookie(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, coap.Config{MaxSessions: 1}, nil)
+	c, err := (&net.Dialer{}).DialContext(t.Context(), "udp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var random handshake.Random
+	forged := bytes.Repeat([]byte{0x5a}, 20)
+	if a := roundTrip(t, c, clientHello(t, &random, forged, 1), 500*time.Millisecond); a != nil {
+		t.Fatalf("a ClientHello with a cookie nobody issued was answered: %x", a[:min(len(a), 16)])
+	}
+	if hellos(t, e, "pending") != 0 || hellos(t, e, "dropped") != 1 {
+		t.Fatal("a ClientHello with an unissued cookie was not dropped statelessly")
+	}
+	hvr := roundTrip(t, c, clientHello(t, &random, nil, 0), 2*time.Second)
+	if handshakeType(hvr) != handshake.TypeHelloVerifyRequest {
+		t.Fatalf("cookieless ClientHello answered %x, want a HelloVerifyRequest", hvr)
+	}
+	cookie := cookieOf(t, hvr)
+	wrong := append([]byte(nil), cookie...)
+	wrong[0] ^= 1
+	if a := roundTrip(t, c, clientHello(t, &random, wrong, 1), 500*time.Millisecond); a != nil {
+		t.Fatalf("a ClientHello with a wrong cookie was answered: %x", a[:min(len(a), 16)])
+	}
+	if v := hellos(t, e, "bad_cookie"); v != 1 {
+		t.Fatalf("bad_cookie = %v, want 1", v)
+	}
+	if v := metric(t, e.metrics, "brski_coap_sessions", nil); v != 0 {
+		t.Fatalf("a wrong cookie took a session slot (%v)", v)
+	}
+	if a := roundTrip(t, c, clientHello(t, &random, cookie, 1), 2*time.Second); handshakeType(a) != handshake.TypeServerHello {
+		t.Fatalf("the right cookie was answered %x, want a ServerHello", a[:min(len(a), 16)])
+	}
+	if hellos(t, e, "verified") != 1 || metric(t, e.metrics, "brski_coap_sessions", nil) != 1 {
+		t.Fatal("the right cookie did not take the session slot")
+	}
+}
+
+// TestServer_UnterminatedHandshake: reliability F10: the first fragment
+// of a ClientHello from an unknown source is dropped and creates nothing
+// (the only session slot stays free for the next source); a source that
+// echoed its cookie and then stalls holds that slot only until
+// HandshakeTimeout, then a pledge gets in.
 func TestServer_UnterminatedHandshake(t *testing.T) {
 	t.Parallel()
 	// The margins are wide because a DTLS handshake under the race
@@ -102,17 +284,36 @@ func TestServer_UnterminatedHandshake(t *testing.T) {
 	// client attempt abandoned early would hold the only slot in turn.
 	e := newEnvWith(t, coap.Config{MaxSessions: 1, HandshakeTimeout: 2 * time.Second}, nil)
 	id := pkitest.NewIDevID(t, e.mfg, "SN-COAP-F10", e.masa.Authority)
+	frag, err := (&net.Dialer{}).DialContext(t.Context(), "udp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer frag.Close()
+	// Handshake header: ClientHello of 60000 bytes, message_seq 0, offset 0,
+	// a 100-byte fragment.
+	hs := append([]byte{1, 0, 0xea, 0x60, 0, 0, 0, 0, 0, 0, 0, 100}, make([]byte, 100)...)
+	rec := append([]byte{22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, byte(len(hs))}, hs...)
+	if a := roundTrip(t, frag, rec, 300*time.Millisecond); a != nil {
+		t.Fatalf("a ClientHello fragment was answered: %x", a[:min(len(a), 16)])
+	}
+	if hellos(t, e, "dropped") != 1 || hellos(t, e, "pending") != 0 {
+		t.Fatal("a ClientHello fragment was not dropped statelessly")
+	}
+
+	// A source that proves its address and stops.
 	c, err := (&net.Dialer{}).DialContext(t.Context(), "udp", e.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	// Handshake header: ClientHello of 60000 bytes, message_seq 0, offset 0,
-	// a 100-byte fragment.
-	hs := append([]byte{1, 0, 0xea, 0x60, 0, 0, 0, 0, 0, 0, 0, 100}, make([]byte, 100)...)
-	rec := append([]byte{22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, byte(len(hs))}, hs...)
-	if _, err := c.Write(rec); err != nil {
-		t.Fatal(err)
+	var random handshake.Random
+	hvr := roundTrip(t, c, clientHello(t, &random, nil, 0), 2*time.Second)
+	if handshakeType(hvr) != handshake.TypeHelloVerifyRequest {
+		t.Fatalf("cookieless ClientHello answered %x, want a HelloVerifyRequest", hvr)
+	}
+	// The slot is free (the fragment took none): the cookie is taken.
+	if a := roundTrip(t, c, clientHello(t, &random, cookieOf(t, hvr), 1), 2*time.Second); handshakeType(a) != handshake.TypeServerHello {
+		t.Fatalf("the echoed cookie was answered %x, want a ServerHello", a[:min(len(a), 16)])
 	}
 	// At once, the slot is taken.
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
@@ -120,7 +321,7 @@ func TestServer_UnterminatedHandshake(t *testing.T) {
 	cancel()
 	if err == nil {
 		_ = s.Close()
-		t.Fatal("a session was accepted while the unterminated handshake held the only slot")
+		t.Fatal("a session was accepted while the stalled handshake held the only slot")
 	}
 	for range 5 {
 		ctx, cancel := context.WithTimeout(t.Context(), 8*time.Second)
@@ -131,5 +332,5 @@ func TestServer_UnterminatedHandshake(t *testing.T) {
 			return
 		}
 	}
-	t.Fatal("the unterminated handshake still holds the only session slot")
+	t.Fatal("the stalled handshake still holds the only session slot")
 }

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jmhodges/clock"
@@ -32,8 +31,10 @@ type Config struct {
 	// retransmissions; an unfinished handshake's state is dropped then
 	// (reliability F10). Default 10s.
 	HandshakeTimeout time.Duration
-	// MaxSessions caps concurrent DTLS sessions, handshakes included; a
-	// handshake beyond it is refused (reliability F09). Default 128.
+	// MaxSessions caps concurrent DTLS sessions: a session takes its slot
+	// when the client echoes the HelloVerifyRequest cookie, so handshakes
+	// past the cookie count and cookieless ClientHellos do not; a handshake
+	// beyond the cap is refused (reliability F08, F09). Default 128.
 	MaxSessions int
 	// IdleTimeout closes a session with no traffic. Default 2m.
 	IdleTimeout time.Duration
@@ -128,7 +129,6 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[*udpclient.Conn]*session
-	active   atomic.Int64
 	coap     *server.Server
 }
 
@@ -137,6 +137,7 @@ type metrics struct {
 	sessions prometheus.Gauge
 	refused  prometheus.Counter
 	dropped  *prometheus.CounterVec
+	hellos   *prometheus.CounterVec
 }
 
 // New validates cfg (after defaults) and deps and returns a Server.
@@ -162,12 +163,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			}, []string{"resource", "code"}),
 			sessions: f.NewGauge(prometheus.GaugeOpts{
 				Name: "brski_coap_sessions",
-				Help: "DTLS sessions open, handshakes included.",
+				Help: "DTLS sessions open, handshakes past the cookie exchange included.",
 			}),
 			refused: f.NewCounter(prometheus.CounterOpts{
 				Name: "brski_coap_sessions_refused_total",
 				Help: "DTLS handshakes refused because MaxSessions were open.",
 			}),
+			hellos: f.NewCounterVec(prometheus.CounterOpts{
+				Name: "brski_coap_client_hellos_total",
+				Help: "Datagrams from peers without a session, by verdict: pending (a cookieless ClientHello, answered with a HelloVerifyRequest), verified (the cookie echoed), bad_cookie, dropped (anything else), evicted (a pending peer dropped for a newer one).",
+			}, []string{"verdict"}),
 			dropped: f.NewCounterVec(prometheus.CounterOpts{
 				Name: "brski_coap_datagrams_rejected_total",
 				Help: "Request datagrams answered or dropped before the CoAP stack, by verdict (drop, reply).",
@@ -218,8 +223,9 @@ func parseChain(raw [][]byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// Listener is a DTLS listener whose sessions pass through the request
-// checks (CheckRequest) and the session cap.
+// Listener is a DTLS listener whose sessions pass through the cookie
+// front (front.go), the session cap and the request checks
+// (CheckRequest).
 type Listener struct {
 	inner net.Listener
 	srv   *Server
@@ -231,8 +237,14 @@ func (s *Server) Listen(addr string) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coap listen: %w", err)
 	}
-	l, err := piondtls.ListenWithOptions("udp", ua, s.dtlsOptions()...)
+	pc, err := net.ListenUDP("udp", ua)
 	if err != nil {
+		return nil, fmt.Errorf("coap listen: %w", err)
+	}
+	fr := newFront(pc, s)
+	l, err := piondtls.NewListenerWithOptions(fr, s.dtlsOptions()...)
+	if err != nil {
+		_ = fr.Close()
 		return nil, fmt.Errorf("coap listen: %w", err)
 	}
 	return &Listener{inner: l, srv: s}, nil
@@ -244,8 +256,9 @@ func (l *Listener) Addr() net.Addr { return l.inner.Addr() }
 // Close closes the socket.
 func (l *Listener) Close() error { return l.inner.Close() }
 
-// AcceptWithContext returns the next session, refusing (closing) it when
-// MaxSessions are open: sessions already open or in their handshake go on.
+// AcceptWithContext returns the next session. The session cap is the
+// front's: a connection accepted here may still be refused when its
+// client echoes the cookie.
 func (l *Listener) AcceptWithContext(ctx context.Context) (net.Conn, error) {
 	for {
 		if err := ctx.Err(); err != nil {
@@ -263,13 +276,6 @@ func (l *Listener) AcceptWithContext(ctx context.Context) (net.Conn, error) {
 			_ = c.Close()
 			continue
 		}
-		if n := l.srv.active.Add(1); n > int64(l.srv.cfg.MaxSessions) {
-			l.srv.active.Add(-1)
-			l.srv.metrics.refused.Inc()
-			_ = c.Close()
-			continue
-		}
-		l.srv.metrics.sessions.Inc()
 		return &conn{Conn: dc, srv: l.srv}, nil
 	}
 }
@@ -278,9 +284,8 @@ func (l *Listener) AcceptWithContext(ctx context.Context) (net.Conn, error) {
 // CheckRequest.
 type conn struct {
 	*piondtls.Conn
-	srv    *Server
-	closed atomic.Bool
-	buf    []byte
+	srv *Server
+	buf []byte
 }
 
 // maxRecord is the largest DTLS plaintext record (RFC 6347 §4.1: 2^14).
@@ -322,15 +327,6 @@ func (c *conn) Read(b []byte) (int, error) {
 			c.srv.metrics.dropped.WithLabelValues("drop").Inc()
 		}
 	}
-}
-
-// Close closes the session once and releases its slot.
-func (c *conn) Close() error {
-	if c.closed.CompareAndSwap(false, true) {
-		c.srv.active.Add(-1)
-		c.srv.metrics.sessions.Dec()
-	}
-	return c.Conn.Close()
 }
 
 // peerChain returns the client chain the handshake verified.

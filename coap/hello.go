@@ -1,0 +1,145 @@
+package coap
+
+import "encoding/binary"
+
+// The DTLS 1.2 framing the front reads before any session exists
+// (RFC 6347 §4.1, §4.2.2, §4.2.1). Every length is checked against the
+// bytes present; nothing is allocated.
+const (
+	recordHeaderLen    = 13 // type, version, epoch, sequence_number, length
+	handshakeHeaderLen = 12 // msg_type, length, message_seq, fragment_offset, fragment_length
+
+	contentHandshake       = 22
+	typeClientHello        = 1
+	typeHelloVerifyRequest = 3
+
+	maxSessionIDLen = 32
+)
+
+// clientHello is what the front needs from a ClientHello.
+type clientHello struct {
+	// random and cookie alias the datagram.
+	random []byte
+	cookie []byte
+}
+
+// parseClientHello accepts a datagram only when it is exactly one DTLS
+// plaintext record of epoch 0 carrying exactly one unfragmented
+// ClientHello, every vector inside it well formed. A first flight that
+// does not fit this (a fragmented ClientHello, a second record) is not
+// something a client sends with the 1024-byte MTU cBRSKI assumes, so
+// refusing it costs nothing and keeps the check simple and bounded.
+func parseClientHello(b []byte) (clientHello, bool) {
+	body, ok := handshakeMessage(b, typeClientHello)
+	if !ok {
+		return clientHello{}, false
+	}
+	// client_version, random[32]
+	if len(body) < 2+32 || body[0] != 0xfe {
+		return clientHello{}, false
+	}
+	rest := body[34:]
+	sid, rest, ok := vector8(rest)
+	if !ok || len(sid) > maxSessionIDLen {
+		return clientHello{}, false
+	}
+	cookie, rest, ok := vector8(rest)
+	if !ok {
+		return clientHello{}, false
+	}
+	suites, rest, ok := vector16(rest)
+	if !ok || len(suites) < 2 || len(suites)%2 != 0 {
+		return clientHello{}, false
+	}
+	comp, rest, ok := vector8(rest)
+	if !ok || len(comp) < 1 {
+		return clientHello{}, false
+	}
+	if len(rest) > 0 {
+		ext, tail, ok := vector16(rest)
+		if !ok || len(tail) != 0 || !extensionsWellFormed(ext) {
+			return clientHello{}, false
+		}
+	}
+	return clientHello{random: body[2:34], cookie: cookie}, true
+}
+
+// parseHelloVerifyRequest returns the cookie of a HelloVerifyRequest in
+// the first record of b (what pion sends for a cookieless ClientHello).
+func parseHelloVerifyRequest(b []byte) ([]byte, bool) {
+	if len(b) < recordHeaderLen {
+		return nil, false
+	}
+	n := int(binary.BigEndian.Uint16(b[11:13]))
+	if len(b) < recordHeaderLen+n {
+		return nil, false
+	}
+	body, ok := handshakeMessage(b[:recordHeaderLen+n], typeHelloVerifyRequest)
+	if !ok || len(body) < 2 {
+		return nil, false
+	}
+	cookie, rest, ok := vector8(body[2:])
+	if !ok || len(rest) != 0 || len(cookie) == 0 {
+		return nil, false
+	}
+	return cookie, true
+}
+
+// handshakeMessage returns the body of the one unfragmented handshake
+// message of type typ that makes up the whole of the epoch-0 record b.
+func handshakeMessage(b []byte, typ byte) ([]byte, bool) {
+	if len(b) < recordHeaderLen+handshakeHeaderLen || b[0] != contentHandshake || b[1] != 0xfe {
+		return nil, false
+	}
+	if binary.BigEndian.Uint16(b[3:5]) != 0 { // epoch
+		return nil, false
+	}
+	if int(binary.BigEndian.Uint16(b[11:13])) != len(b)-recordHeaderLen {
+		return nil, false
+	}
+	h := b[recordHeaderLen:]
+	length := uint24(h[1:4])
+	offset := uint24(h[6:9])
+	fragment := uint24(h[9:12])
+	if h[0] != typ || offset != 0 || fragment != length || length != len(h)-handshakeHeaderLen {
+		return nil, false
+	}
+	return h[handshakeHeaderLen:], true
+}
+
+// extensionsWellFormed checks that ext is a sequence of (type, opaque
+// data<0..2^16-1>) with nothing left over.
+func extensionsWellFormed(ext []byte) bool {
+	for len(ext) > 0 {
+		if len(ext) < 2 {
+			return false
+		}
+		var ok bool
+		if _, ext, ok = vector16(ext[2:]); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func uint24(b []byte) int { return int(b[0])<<16 | int(b[1])<<8 | int(b[2]) }
+
+// vector8 splits an opaque vector with a one-byte length off b.
+func vector8(b []byte) ([]byte, []byte, bool) {
+	if len(b) < 1 || len(b) < 1+int(b[0]) {
+		return nil, nil, false
+	}
+	return b[1 : 1+int(b[0])], b[1+int(b[0]):], true
+}
+
+// vector16 splits an opaque vector with a two-byte length off b.
+func vector16(b []byte) ([]byte, []byte, bool) {
+	if len(b) < 2 {
+		return nil, nil, false
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	if len(b) < 2+n {
+		return nil, nil, false
+	}
+	return b[2 : 2+n], b[2+n:], true
+}
