@@ -168,6 +168,18 @@ func flood(t *testing.T, addr string, n int, read bool) (int, int) {
 func TestServer_CookielessClientHellos(t *testing.T) {
 	t.Parallel()
 	e := newEnvWith(t, coap.Config{MaxSessions: 1}, nil)
+	// A source that gets its cookie first, and echoes it after the flood
+	// has pushed it out of the pending peers: a stale cookie.
+	early, err := (&net.Dialer{}).DialContext(t.Context(), "udp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	var random handshake.Random
+	hvr := roundTrip(t, early, clientHello(t, &random, nil, 0), 2*time.Second)
+	if handshakeType(hvr) != handshake.TypeHelloVerifyRequest {
+		t.Fatalf("cookieless ClientHello answered %x, want a HelloVerifyRequest", hvr)
+	}
 	const n = 300
 	sent, got := flood(t, e.addr, n, true)
 	if got > sent {
@@ -177,13 +189,16 @@ func TestServer_CookielessClientHellos(t *testing.T) {
 	if v := metric(t, e.metrics, "brski_coap_sessions", nil); v != 0 {
 		t.Fatalf("%v session slots taken by cookieless ClientHellos", v)
 	}
-	if v := hellos(t, e, "pending"); v != n {
-		t.Fatalf("pending = %v, want %d", v, n)
+	if v := hellos(t, e, "pending"); v != n+1 {
+		t.Fatalf("pending = %v, want %d", v, n+1)
 	}
 	// Fewer than n-256 when the system reused a source port: that peer
 	// was replaced, not evicted.
 	if v := hellos(t, e, "evicted"); v < (n-256)/2 {
 		t.Fatalf("evicted = %v, want about %d", v, n-256)
+	}
+	if a := roundTrip(t, early, clientHello(t, &random, cookieOf(t, hvr), 1), 500*time.Millisecond); a != nil {
+		t.Fatalf("a stale cookie was answered: %x", a[:min(len(a), 16)])
 	}
 	id := pkitest.NewIDevID(t, e.mfg, "SN-COAP-F08", e.masa.Authority)
 	e.dial(t, *id)
