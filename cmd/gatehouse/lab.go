@@ -80,7 +80,7 @@ func (a *app) runLab(cmd *cobra.Command, f labFlags) error {
 	eps := []endpoint{
 		{name: "registrar", ln: l.HTTPS, srv: regSrv, tls: true},
 		{name: "masa", ln: l.MASAListener, srv: newServer(l.MASA.Handler(), l.MASA.TLSConfig(l.PKI.MASATLS), logger), tls: true},
-		{name: "admin", ln: l.Admin, srv: newServer(adminHandler(reg, l.Registrar.AdminHandler(), &ready), nil, logger)},
+		{name: "admin", ln: l.Admin, srv: newServer(adminHandler(reg, l.AdminHandler(), &ready), nil, logger)},
 	}
 	coaps, err := listenCoAPS(logger, a.clk, reg, l.Registrar, l.EST, f.coaps, coap.Config{})
 	if err != nil {

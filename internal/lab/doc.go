@@ -14,7 +14,12 @@
 //     is renamed into place only when every file is written and synced, so a
 //     crash never leaves a half-generated lab. An existing DIR/lab is never
 //     regenerated or overwritten; one with files missing is reported, naming
-//     them.
+//     them. The one exception is lab/domain/ca.pem, the current domain CA:
+//     after a rollover (found at start-up, or done online through
+//     AdminHandler) it is replaced atomically (temporary file, rename) by
+//     the issuing generation's certificate, and every generation's
+//     certificate is kept as lab/domain/ca-<generation>.pem. ca-key.pem
+//     stays the first generation's key; later keys live under DIR/ca.
 //   - The pledges' IDevIDs follow IEEE 802.1AR as relayed by RFC 8995 §2.3:
 //     the X.520 serialNumber names the device, notAfter is
 //     99991231235959Z, keyUsage is digitalSignature, there is no extended

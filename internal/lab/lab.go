@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/jmhodges/clock"
 	"github.com/prometheus/client_golang/prometheus"
@@ -107,6 +108,9 @@ type Lab struct {
 	HTTPS, MASAListener, Admin net.Listener
 
 	closers []io.Closer
+	log     *slog.Logger
+	regDB   *store.DB
+	caMu    sync.Mutex // serialises SyncDomainCA
 }
 
 // Open binds the listeners, generates the lab PKI under opts.Dir on first
@@ -119,7 +123,7 @@ func Open(ctx context.Context, opts Options) (*Lab, error) {
 	if opts.Clock == nil || opts.Logger == nil || opts.Metrics == nil {
 		return nil, errors.New("lab: clock, logger and metrics registerer are required")
 	}
-	l := &Lab{}
+	l := &Lab{log: opts.Logger}
 	if err := l.open(ctx, opts); err != nil {
 		_ = l.Close()
 		return nil, err
@@ -290,7 +294,12 @@ func (l *Lab) openRegistrar(ctx context.Context, opts Options) error {
 		"intents_completed", strconv.Itoa(l.Resolved.Completed), "intents_abandoned", strconv.Itoa(l.Resolved.Abandoned))); err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
-	l.Registrar, l.EST = svc, estSrv
+	l.Registrar, l.EST, l.regDB = svc, estSrv, db
+	// After an offline rollover, ca.pem still names the generation that
+	// issued before it.
+	if _, err := l.SyncDomainCA(ctx); err != nil {
+		return err
+	}
 	return nil
 }
 

@@ -73,7 +73,9 @@ type Paths struct {
 	// MASATLS is the MASA's HTTPS certificate chain (certificate first, then
 	// its CA); MASATLSKey its key.
 	MASATLS, MASATLSKey string
-	// DomainCA and DomainCAKey are the domain CA.
+	// DomainCA is the current domain CA, the issuing generation's
+	// certificate (rewritten by Lab.SyncDomainCA); DomainCAKey is the first
+	// generation's key (later ones live under DIR/ca).
 	DomainCA, DomainCAKey string
 	// Registrar is the registrar's RA/TLS certificate chain (RA certificate,
 	// domain CA); RegistrarKey its key.
@@ -167,7 +169,10 @@ type PKI struct {
 	MASATLS tls.Certificate
 	// MASATLSRoots holds the MASA TLS CA, for the registrar's MASA client.
 	MASATLSRoots []*x509.Certificate
-	// DomainCA is the domain CA certificate; DomainCAKey its key.
+	// DomainCA is the lab's first domain CA certificate, the one
+	// DomainCAKey (ca-key.pem) signs with: ca.pem until a rollover, then
+	// that generation's ca-<gen>.pem. The registrar's CA generations
+	// decide which generation issues.
 	DomainCA    *x509.Certificate
 	DomainCAKey crypto.Signer
 	// Registrar is the registrar's RA/TLS identity (chain: RA, domain CA).
@@ -560,10 +565,10 @@ func Load(ctx context.Context, dir string) (*PKI, error) {
 		return nil, err
 	}
 	out.MASATLSRoots = tlsChain[len(tlsChain)-1:]
-	if out.DomainCA, err = one(p.DomainCA); err != nil {
+	if out.DomainCAKey, err = pki.LoadSigner(ctx, p.DomainCAKey, nil); err != nil {
 		return nil, err
 	}
-	if out.DomainCAKey, err = pki.LoadSigner(ctx, p.DomainCAKey, nil); err != nil {
+	if out.DomainCA, err = firstDomainCA(p, out.DomainCAKey); err != nil {
 		return nil, err
 	}
 	if out.Registrar, _, err = pair(p.Registrar, p.RegistrarKey); err != nil {
