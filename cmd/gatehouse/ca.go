@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -63,6 +64,9 @@ type caTarget struct {
 	// renewalWindow is the config's ldevid.renewalWindow (the lab's:
 	// registrar.DefaultRenewalWindow).
 	renewalWindow time.Duration
+	// registrarCert is the registrar's RA/TLS certificate file (tls.certFile,
+	// or the lab's lab/domain/registrar.pem).
+	registrarCert string
 }
 
 func resolveCATarget(f *caFlags) (*caTarget, error) {
@@ -82,6 +86,7 @@ func resolveCATarget(f *caFlags) (*caTarget, error) {
 		certFile = cfg.DomainCA.CertFile
 		t.domainCA = cfg.DomainCA
 		t.renewalWindow = cfg.LDevID.RenewalWindow.D()
+		t.registrarCert = cfg.TLS.CertFile
 		if cfg.Listen.Admin != "" {
 			adminAddr = "http://" + cfg.Listen.Admin
 		}
@@ -94,6 +99,7 @@ func resolveCATarget(f *caFlags) (*caTarget, error) {
 		p := lab.PathsFor(f.data)
 		certFile = p.DomainCA
 		t.domainCA = configs.DomainCA{CertFile: p.DomainCA, KeyFile: p.DomainCAKey}
+		t.registrarCert = p.Registrar
 		adminAddr = defaultAdminURL
 	}
 	if t.auditPath == "" {
@@ -196,6 +202,11 @@ func (a *app) caStatusCmd(f *caFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if cs, err := readCertificates(t.registrarCert); err == nil {
+				for _, w := range registrarCertWarnings(cs[0], st) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "warning: registrar certificate %s: %s\n", t.registrarCert, w)
+				}
+			}
 			if asJSON {
 				out, err := json.MarshalIndent(st, "", "  ")
 				if err != nil {
@@ -211,6 +222,26 @@ func (a *app) caStatusCmd(f *caFlags) *cobra.Command {
 	cmd.Flags().DurationVar(&window, "renewal-window", 0, "list LDevIDs that expire within this window (default: ldevid.renewalWindow of the config, 720h for a lab)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the status as JSON")
 	return cmd
+}
+
+// registrarCertWarnings says what is wrong with the registrar's RA/TLS
+// certificate ra after a rollover: it was issued by a generation that no
+// longer issues (pledges that pinned only the new root then depend on the
+// link certificates), or it expires before the overlap ends. The registrar
+// does not re-issue its own certificate; docs/operations/rollover.md says
+// how to replace it.
+func registrarCertWarnings(ra *x509.Certificate, st *registrar.CAStatus) []string {
+	var out []string
+	issuer := hex.EncodeToString(ra.AuthorityKeyId)
+	for _, g := range st.Generations {
+		if g.ID == issuer && !g.Active {
+			out = append(out, fmt.Sprintf("issued by CA generation %s, which no longer issues (%s does); replace it with one from the issuing generation", g.ID, st.Issuing))
+		}
+	}
+	if !st.OverlapEnd.IsZero() && ra.NotAfter.Before(st.OverlapEnd) {
+		out = append(out, fmt.Sprintf("expires %s, before the overlap ends (%s); replace it before then", ra.NotAfter.UTC().Format(time.RFC3339), st.OverlapEnd.UTC().Format(time.RFC3339)))
+	}
+	return out
 }
 
 func printCAStatus(w io.Writer, st *registrar.CAStatus) {

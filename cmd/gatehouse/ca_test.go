@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -156,4 +157,56 @@ func TestCA_StatusRenewalWindowFromConfig(t *testing.T) {
 	if code, _, errOut := runCLI(t, "ca", "status", "--config", cfgFile, "--renewal-window", "-1h"); code != exitUsage {
 		t.Errorf("negative --renewal-window: exit %d: %s", code, errOut)
 	}
+}
+
+// TestCA_StatusWarnsAboutRegistrarCert: after a rollover `ca status` warns
+// that the registrar's own certificate comes from the generation that no
+// longer issues, and when it expires before the overlap ends.
+func TestCA_StatusWarnsAboutRegistrarCert(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	l := openTestLab(t, dir)
+	ra := l.PKI.Registrar.Leaf
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runCLI(t, "ca", "status", "--data", dir)
+	if code != 0 || strings.Contains(errOut, "warning") {
+		t.Fatalf("before a rollover: exit %d, stderr %q", code, errOut)
+	}
+	old := caStatusJSON(t, "--data", dir).Issuing
+	if code, out, errOut := runCLI(t, "ca", "rollover", "--data", dir); code != 0 {
+		t.Fatalf("ca rollover: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut := runCLI(t, "ca", "status", "--data", dir)
+	if code != 0 || !strings.Contains(errOut, "warning: registrar certificate "+lab.PathsFor(dir).Registrar+": issued by CA generation "+old+", which no longer issues") {
+		t.Errorf("after a rollover: exit %d, stderr %q", code, errOut)
+	}
+	if strings.Contains(out, "warning") {
+		t.Errorf("warnings on stdout:\n%s", out)
+	}
+	st := caStatusJSON(t, "--data", dir)
+	ws := registrarCertWarnings(ra, &st)
+	if expiresFirst := ra.NotAfter.Before(st.OverlapEnd); len(ws) != 1+btoi(expiresFirst) || expiresFirst != strings.Contains(errOut, "before the overlap ends") {
+		t.Errorf("registrar certificate until %s, overlap until %s: warnings %q", ra.NotAfter, st.OverlapEnd, ws)
+	}
+	// A certificate of the issuing generation that outlives the overlap is
+	// fine; one that does not is not.
+	current := *ra
+	current.AuthorityKeyId, _ = hex.DecodeString(st.Issuing)
+	current.NotAfter = st.OverlapEnd.Add(time.Hour)
+	if ws := registrarCertWarnings(&current, &st); len(ws) != 0 {
+		t.Errorf("warnings for a current certificate: %q", ws)
+	}
+	current.NotAfter = st.OverlapEnd.Add(-time.Hour)
+	if ws := registrarCertWarnings(&current, &st); len(ws) != 1 || !strings.Contains(ws[0], "before the overlap ends") {
+		t.Errorf("warnings for a certificate that expires in the overlap: %q", ws)
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
