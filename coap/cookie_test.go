@@ -349,3 +349,33 @@ func TestServer_UnterminatedHandshake(t *testing.T) {
 	}
 	t.Fatal("the stalled handshake still holds the only session slot")
 }
+
+// TestServer_NewHandshakeSameAddress: RFC 6347 §4.2.8: a client that
+// starts over from the address of a session (a pledge rebooted on a fixed
+// port) gets a new cookie exchange, and the old session gives way to the
+// new one once the cookie comes back, not before.
+func TestServer_NewHandshakeSameAddress(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, coap.Config{MaxSessions: 1}, nil)
+	c, err := (&net.Dialer{}).DialContext(t.Context(), "udp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 2 {
+		var random handshake.Random
+		hvr := roundTrip(t, c, clientHello(t, &random, nil, 0), 2*time.Second)
+		if handshakeType(hvr) != handshake.TypeHelloVerifyRequest {
+			t.Fatalf("handshake %d: cookieless ClientHello answered %x, want a HelloVerifyRequest", i, hvr)
+		}
+		if v := metric(t, e.metrics, "brski_coap_sessions", nil); v != float64(i) {
+			t.Fatalf("handshake %d: %v sessions before the cookie, want %d", i, v, i)
+		}
+		if a := roundTrip(t, c, clientHello(t, &random, cookieOf(t, hvr), 1), 2*time.Second); handshakeType(a) != handshake.TypeServerHello {
+			t.Fatalf("handshake %d: the echoed cookie was answered %x, want a ServerHello", i, a[:min(len(a), 16)])
+		}
+		if v := metric(t, e.metrics, "brski_coap_sessions", nil); v != 1 {
+			t.Fatalf("handshake %d: %v sessions after the cookie, want 1", i, v)
+		}
+	}
+}

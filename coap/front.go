@@ -117,41 +117,83 @@ func (f *front) handle(d []byte, ap netip.AddrPort) {
 	p := f.peers[ap]
 	if p == nil {
 		f.mu.Unlock()
-		f.admit(d, ap)
+		f.admit(d, ap, nil)
 		return
 	}
-	if !p.verified {
-		h, ok := parseClientHello(d)
+	if p.verified {
+		f.routeVerified(p, d, ap)
+		return
+	}
+	h, ok := parseClientHello(d)
+	switch {
+	case !ok:
+		f.mu.Unlock()
+		f.srv.metrics.hellos.WithLabelValues("dropped").Inc()
+		return
+	case len(h.cookie) == 0 && !bytes.Equal(h.random, p.random[:]):
+		// A new handshake from the same address (a client that
+		// restarted): pion would not answer it, so start afresh.
+		f.mu.Unlock()
+		_ = p.Close()
+		f.admit(d, ap, nil)
+		return
+	case len(h.cookie) == 0:
+		// A retransmitted first ClientHello: pion answers again.
+	case p.cookie == nil || subtle.ConstantTimeCompare(h.cookie, p.cookie) != 1:
+		f.mu.Unlock()
+		f.srv.metrics.hellos.WithLabelValues("bad_cookie").Inc()
+		return
+	case f.active >= f.srv.cfg.MaxSessions:
+		f.mu.Unlock()
+		f.srv.metrics.refused.Inc()
+		_ = p.Close()
+		return
+	default:
+		f.active++
+		p.verified = true
+		f.pending.Remove(p.elem)
+		p.elem = nil
+		f.srv.metrics.sessions.Inc()
+		f.srv.metrics.hellos.WithLabelValues("verified").Inc()
+	}
+	f.mu.Unlock()
+	p.enqueue(d)
+}
+
+// routeVerified routes a datagram from a peer past its cookie; f.mu is
+// held and is released. RFC 6347 §4.2.8: a new cookieless ClientHello on
+// the address of a session (a client that restarted on a fixed port)
+// starts a successor peer with its own cookie exchange, and the session
+// gives way only when the successor's cookie comes back, so a spoofed
+// ClientHello cannot end a session.
+func (f *front) routeVerified(p *peer, d []byte, ap netip.AddrPort) {
+	h, ok := parseClientHello(d)
+	if ok {
+		s := p.successor
 		switch {
-		case !ok:
+		case len(h.cookie) == 0 && bytes.Equal(h.random, p.random[:]):
+			// A late copy of this session's first ClientHello.
 			f.mu.Unlock()
 			f.srv.metrics.hellos.WithLabelValues("dropped").Inc()
 			return
-		case len(h.cookie) == 0 && !bytes.Equal(h.random, p.random[:]):
-			// A new handshake from the same address (a client that
-			// restarted): pion would not answer it, so start afresh.
+		case len(h.cookie) == 0 && s != nil && bytes.Equal(h.random, s.random[:]):
 			f.mu.Unlock()
-			_ = p.Close()
-			f.admit(d, ap)
+			s.enqueue(d)
 			return
 		case len(h.cookie) == 0:
-			// A retransmitted first ClientHello: pion answers again.
-		case p.cookie == nil || subtle.ConstantTimeCompare(h.cookie, p.cookie) != 1:
 			f.mu.Unlock()
-			f.srv.metrics.hellos.WithLabelValues("bad_cookie").Inc()
+			if s != nil {
+				_ = s.Close()
+			}
+			f.admit(d, ap, p)
 			return
-		case f.active >= f.srv.cfg.MaxSessions:
+		case s != nil && s.cookie != nil && subtle.ConstantTimeCompare(h.cookie, s.cookie) == 1:
+			p.successor, s.owner = nil, nil
+			f.peers[ap] = s
 			f.mu.Unlock()
-			f.srv.metrics.refused.Inc()
 			_ = p.Close()
+			f.handle(d, ap)
 			return
-		default:
-			f.active++
-			p.verified = true
-			f.pending.Remove(p.elem)
-			p.elem = nil
-			f.srv.metrics.sessions.Inc()
-			f.srv.metrics.hellos.WithLabelValues("verified").Inc()
 		}
 	}
 	f.mu.Unlock()
@@ -159,8 +201,9 @@ func (f *front) handle(d []byte, ap netip.AddrPort) {
 }
 
 // admit creates a pending peer for a cookieless ClientHello from an
-// unknown address, dropping the oldest pending peer when maxPending are.
-func (f *front) admit(d []byte, ap netip.AddrPort) {
+// unknown address, or from the address of owner, a session (as its
+// successor), dropping the oldest pending peer when maxPending are.
+func (f *front) admit(d []byte, ap netip.AddrPort, owner *peer) {
 	h, ok := parseClientHello(d)
 	if !ok || len(h.cookie) != 0 {
 		f.srv.metrics.hellos.WithLabelValues("dropped").Inc()
@@ -186,7 +229,15 @@ func (f *front) admit(d []byte, ap netip.AddrPort) {
 		f.srv.metrics.hellos.WithLabelValues("dropped").Inc()
 		return
 	}
-	f.peers[ap] = p
+	switch cur := f.peers[ap]; {
+	case owner != nil && cur == owner:
+		owner.successor, p.owner = p, owner
+	case cur == nil:
+		f.peers[ap] = p
+	default:
+		// The address changed hands meanwhile; pion drops p when its
+		// handshake times out, and nothing routes to it.
+	}
 	p.elem = f.pending.PushBack(p)
 	f.mu.Unlock()
 	f.srv.metrics.hellos.WithLabelValues("pending").Inc()
@@ -202,7 +253,17 @@ func (f *front) release(p *peer) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.peers[p.addr] == p {
-		delete(f.peers, p.addr)
+		if s := p.successor; s != nil {
+			f.peers[p.addr], s.owner, p.successor = s, nil, nil
+		} else {
+			delete(f.peers, p.addr)
+		}
+	}
+	if o := p.owner; o != nil {
+		if o.successor == p {
+			o.successor = nil
+		}
+		p.owner = nil
 	}
 	if p.verified {
 		p.verified = false
@@ -230,6 +291,9 @@ type peer struct {
 	verified bool
 	cookie   []byte
 	elem     *list.Element
+	// successor is a pending peer for a new handshake from this
+	// session's address; owner is the session a successor would replace.
+	successor, owner *peer
 
 	mu       sync.Mutex
 	queue    [][]byte
