@@ -17,6 +17,7 @@ import (
 // labFlags are the flags of `gatehouse lab`.
 type labFlags struct {
 	data, https, coaps, masa, admin, logLevel string
+	daemon                                    daemonFlags
 }
 
 func (a *app) labCmd() *cobra.Command {
@@ -49,11 +50,15 @@ The registrar also serves cBRSKI and EST-coaps over DTLS on --coaps
 	fl.StringVar(&f.masa, "masa", lab.DefaultMASAAddr, "MASA HTTPS listen address")
 	fl.StringVar(&f.admin, "admin", lab.DefaultAdminAddr, "admin listen address: /healthz, /readyz, /metrics, /api/v1/")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level on stderr: debug, info, warn or error")
+	f.daemon.register(cmd)
 	return cmd
 }
 
 func (a *app) runLab(cmd *cobra.Command, f labFlags) error {
 	logger := newLogger(a.stderr, f.logLevel)
+	if err := f.daemon.apply(logger, a.setMemoryLimit); err != nil {
+		return err
+	}
 	ctx, stop := signalContext(cmd.Context())
 	defer stop()
 	host, _ := os.Hostname()
@@ -80,7 +85,7 @@ func (a *app) runLab(cmd *cobra.Command, f labFlags) error {
 	eps := []endpoint{
 		{name: "registrar", ln: l.HTTPS, srv: regSrv, tls: true},
 		{name: "masa", ln: l.MASAListener, srv: newServer(l.MASA.Handler(), l.MASA.TLSConfig(l.PKI.MASATLS), logger), tls: true},
-		{name: "admin", ln: l.Admin, srv: newServer(adminHandler(reg, l.AdminHandler(), &ready), nil, logger)},
+		{name: "admin", ln: l.Admin, srv: newServer(withPprof(adminHandler(reg, l.AdminHandler(), &ready), f.daemon.pprof), nil, logger)},
 	}
 	coaps, err := listenCoAPS(logger, a.clk, reg, l.Registrar, l.EST, f.coaps, coap.Config{})
 	if err != nil {

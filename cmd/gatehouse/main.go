@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strings"
 
 	"github.com/jmhodges/clock"
@@ -37,10 +38,14 @@ type app struct {
 	clk    clock.Clock
 	stdout io.Writer
 	stderr io.Writer
+	// setMemoryLimit is debug.SetMemoryLimit in the binary; nil (tests
+	// that run several daemons in one process) leaves the process's limit
+	// alone.
+	setMemoryLimit func(int64) int64
 }
 
 func main() {
-	a := &app{clk: clock.New(), stdout: os.Stdout, stderr: os.Stderr}
+	a := &app{clk: clock.New(), stdout: os.Stdout, stderr: os.Stderr, setMemoryLimit: debug.SetMemoryLimit}
 	os.Exit(a.run(os.Args[1:]))
 }
 

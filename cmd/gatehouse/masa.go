@@ -20,6 +20,7 @@ import (
 
 func (a *app) masaCmd() *cobra.Command {
 	var config string
+	var daemon daemonFlags
 	cmd := &cobra.Command{
 		Use:   "masa --config FILE",
 		Short: "Run the MASA daemon (voucher signing for registrars)",
@@ -34,14 +35,15 @@ SIGTERM.`,
 			if config == "" {
 				return usageError{errors.New("masa: --config FILE is required (gatehouse config example masa prints one)")}
 			}
-			return a.runMASA(cmd, config)
+			return a.runMASA(cmd, config, &daemon)
 		},
 	}
 	cmd.Flags().StringVar(&config, "config", "", "MASA config file, YAML (required)")
+	daemon.register(cmd)
 	return cmd
 }
 
-func (a *app) runMASA(cmd *cobra.Command, path string) error {
+func (a *app) runMASA(cmd *cobra.Command, path string, daemon *daemonFlags) error {
 	cfg, err := configs.LoadMASA(path)
 	if err != nil {
 		return err
@@ -74,6 +76,9 @@ func (a *app) runMASA(cmd *cobra.Command, path string) error {
 	}
 
 	logger := newLogger(a.stderr, cfg.Log.Level)
+	if err := daemon.apply(logger, a.setMemoryLimit); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return err
 	}
@@ -129,7 +134,7 @@ func (a *app) runMASA(cmd *cobra.Command, path string) error {
 			_ = ln.Close()
 			return err
 		}
-		eps = append(eps, endpoint{name: "admin", ln: adminLn, srv: newServer(adminHandler(reg, nil, &ready), nil, logger)})
+		eps = append(eps, endpoint{name: "admin", ln: adminLn, srv: newServer(withPprof(adminHandler(reg, nil, &ready), daemon.pprof), nil, logger)})
 	}
 	if err := rec.Record(ctx, audit.New(audit.Startup, "component", "masa", "config", path, "listen", ln.Addr().String())); err != nil {
 		closeListeners(eps)

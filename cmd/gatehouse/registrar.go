@@ -36,6 +36,7 @@ const (
 
 func (a *app) registrarCmd() *cobra.Command {
 	var config string
+	var daemon daemonFlags
 	cmd := &cobra.Command{
 		Use:   "registrar --config FILE",
 		Short: "Run the registrar daemon (BRSKI over HTTPS and CoAPS, admin listener)",
@@ -52,14 +53,15 @@ are served over DTLS there too (the coaps section bounds it).`,
 			if config == "" {
 				return usageError{errors.New("registrar: --config FILE is required (gatehouse config example registrar prints one)")}
 			}
-			return a.runRegistrar(cmd, config)
+			return a.runRegistrar(cmd, config, &daemon)
 		},
 	}
 	cmd.Flags().StringVar(&config, "config", "", "registrar config file, YAML (required)")
+	daemon.register(cmd)
 	return cmd
 }
 
-func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
+func (a *app) runRegistrar(cmd *cobra.Command, path string, daemon *daemonFlags) error {
 	cfg, err := configs.LoadRegistrar(path)
 	if err != nil {
 		return err
@@ -103,6 +105,9 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 	}
 
 	logger := newLogger(a.stderr, cfg.Log.Level)
+	if err := daemon.apply(logger, a.setMemoryLimit); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("dataDir: %w", err)
 	}
@@ -178,7 +183,7 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string) error {
 			_ = httpsLn.Close()
 			return err
 		}
-		eps = append(eps, endpoint{name: "admin", ln: adminLn, srv: newServer(adminHandler(reg, svc.AdminHandler(), &ready), nil, logger)})
+		eps = append(eps, endpoint{name: "admin", ln: adminLn, srv: newServer(withPprof(adminHandler(reg, svc.AdminHandler(), &ready), daemon.pprof), nil, logger)})
 	}
 	var coaps *coapsEndpoint
 	if cfg.Listen.CoAPS != "" {
