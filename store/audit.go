@@ -156,8 +156,18 @@ func appendEvents(tx *bolt.Tx, events []Event) error {
 		return nil
 	}
 	b := tx.Bucket([]byte(bucketAudit))
+	var list *[]Event
+	if c, ok := txEvents.Load(tx); ok {
+		list = c.(*[]Event)
+	}
 	var prev [32]byte
-	if k, v := b.Cursor().Last(); k != nil {
+	if list != nil && len(*list) > 0 {
+		// The chain head is the last event this transaction appended: the
+		// group commit puts many writers' events in one transaction, and
+		// each would otherwise decode the whole last record (an
+		// issue-success event carries the certificate) to read its hash.
+		prev = (*list)[len(*list)-1].Hash
+	} else if k, v := b.Cursor().Last(); k != nil {
 		var last auditRecordV1
 		if err := decodeRecord(v, &last); err != nil {
 			return fmt.Errorf("last audit event %x: %w", k, err)
@@ -182,11 +192,12 @@ func appendEvents(tx *bolt.Tx, events []Event) error {
 		if err := put(tx, bucketAudit, itob(seq), rec); err != nil {
 			return err
 		}
-		if c, ok := txEvents.Load(tx); ok {
-			if stored, err := rec.event(); err == nil {
-				list := c.(*[]Event)
-				*list = append(*list, stored)
+		if list != nil {
+			stored, err := rec.event()
+			if err != nil {
+				return err
 			}
+			*list = append(*list, stored)
 		}
 		prev = h
 	}
@@ -204,6 +215,13 @@ func (db *DB) AppendAudit(ctx context.Context, e Event) (Event, error) {
 	err = db.update(ctx, func(tx *bolt.Tx) error {
 		if err := appendEvents(tx, events); err != nil {
 			return err
+		}
+		if c, ok := txEvents.Load(tx); ok {
+			// appendEvents recorded it as stored: no need to read it back.
+			list := *c.(*[]Event)
+			stored = list[len(list)-1]
+			stored.Fields = maps.Clone(stored.Fields)
+			return nil
 		}
 		_, v := tx.Bucket([]byte(bucketAudit)).Cursor().Last()
 		var rec auditRecordV1

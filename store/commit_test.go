@@ -101,3 +101,75 @@ func TestDB_Close(t *testing.T) {
 		t.Fatalf("read after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestDB_CommitChainsAuditInBatch: the events of several operations in one
+// batch chain to each other (each takes the chain head from the events the
+// transaction appended before it), also when an operation that appended
+// events fails and the batch is re-run without it; each caller gets its
+// event as stored.
+func TestDB_CommitChainsAuditInBatch(t *testing.T) {
+	t.Parallel()
+	db := openInternal(t)
+	ctx := t.Context()
+	if _, err := db.AppendAudit(ctx, Event{Type: "before"}); err != nil {
+		t.Fatal(err)
+	}
+	errBoom := errors.New("boom")
+	stored := make([]Event, 3)
+	appendOp := func(i int, typ string, fail error) *writeOp {
+		events, err := db.prepareEvents([]Event{{Type: typ}, {Type: typ + "-2"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &writeOp{ctx: ctx, done: make(chan error, 1), fn: func(tx *bolt.Tx) error {
+			if err := appendEvents(tx, events); err != nil {
+				return err
+			}
+			if fail != nil {
+				return fail
+			}
+			list, _ := txEvents.Load(tx)
+			l := *list.(*[]Event)
+			stored[i] = l[len(l)-1]
+			return nil
+		}}
+	}
+	ops := []*writeOp{appendOp(0, "a", nil), appendOp(1, "b", errBoom), appendOp(2, "c", nil)}
+	db.commit(ops)
+	for i, want := range []error{nil, errBoom, nil} {
+		if err := <-ops[i].done; !errors.Is(err, want) {
+			t.Fatalf("op %d: %v, want %v", i, err, want)
+		}
+	}
+	head, err := db.VerifyAuditChain(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head.Count != 5 || head.Hash != stored[2].Hash {
+		t.Fatalf("head = %+v, want 5 events ending with c's last (%x)", head, stored[2].Hash)
+	}
+	got, err := db.Audit(ctx, 1, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, e := range got {
+		types = append(types, e.Type)
+	}
+	if strings.Join(types, " ") != "before a a-2 c c-2" {
+		t.Fatalf("audit types %v", types)
+	}
+	if got[2].Hash != stored[0].Hash || got[4].Hash != stored[2].Hash {
+		t.Fatal("the events the operations saw are not the stored ones")
+	}
+	e, err := db.AppendAudit(ctx, Event{Type: "after", Fields: map[string]string{"k": "v"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Seq != 6 || e.PrevHash != stored[2].Hash || e.Fields["k"] != "v" {
+		t.Fatalf("AppendAudit returned %+v", e)
+	}
+	if _, err := db.VerifyAuditChain(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
