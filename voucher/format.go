@@ -36,6 +36,12 @@ func Unwrap(b []byte) ([]byte, error) {
 	if len(b) > 4*MaxArtifactBytes {
 		return nil, fmt.Errorf("%w: input is %d bytes", ErrTooLarge, len(b))
 	}
+	// A binary artifact is taken exactly as given: it must never be
+	// trimmed, because a CMS or COSE signature ends in arbitrary bytes and
+	// one in 43 ends in a byte that TrimSpace would cut (0x09-0x0d, 0x20).
+	if looksBinary(b) {
+		return capped(b)
+	}
 	trimmed := bytes.TrimSpace(b)
 	if len(trimmed) == 0 {
 		return nil, fmt.Errorf("%w: input is empty", ErrMalformed)

@@ -2,6 +2,7 @@ package voucher
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
@@ -173,4 +174,37 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("kind changed: %s → %s", a.Kind(), b.Kind())
 		}
 	})
+}
+
+// TestVerify_SignatureEndingInWhitespaceByte: a signed artifact is binary
+// and must reach the verifier byte for byte, even when its last signature
+// byte is one that bytes.TrimSpace would cut. About one signature in 43 ends
+// in 0x09-0x0d or 0x20; before Unwrap stopped trimming binary input, such a
+// voucher failed `gatehouse voucher verify` as "cms is not DER" (CMS) or
+// "unexpected EOF" (COSE).
+func TestVerify_SignatureEndingInWhitespaceByte(t *testing.T) {
+	t.Parallel()
+	pki := newCMSTestPKI(t, nil, "whitespace-tail")
+	payload := cmsTestPayload(t)
+	opts := VerifyOptions{Anchors: []*x509.Certificate{pki.ca}, Time: cmsTestNow}
+	for i := 0; ; i++ {
+		if i == 5000 {
+			t.Fatal("no signature ended in a whitespace byte in 5000 tries")
+		}
+		der, err := SignCMS(payload, pki.leafKey, pki.leaf, []*x509.Certificate{pki.ca}, CMSOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last := der[len(der)-1]; !bytes.ContainsRune([]byte("\t\n\v\f\r "), rune(last)) {
+			continue
+		}
+		got, err := Unwrap(der)
+		if err != nil || !bytes.Equal(got, der) {
+			t.Fatalf("Unwrap changed a binary artifact ending in 0x%02x: %d of %d bytes, %v", der[len(der)-1], len(got), len(der), err)
+		}
+		if _, _, err := Verify(der, opts); err != nil {
+			t.Fatalf("Verify of a voucher whose signature ends in 0x%02x: %v", der[len(der)-1], err)
+		}
+		return
+	}
 }
