@@ -364,13 +364,13 @@ func (p *peer) ReadFrom(b []byte) (int, net.Addr, error) {
 // WriteTo sends b to the peer, noting the cookie of the
 // HelloVerifyRequest pion sends a pending peer.
 func (p *peer) WriteTo(b []byte, _ net.Addr) (int, error) {
-	p.f.mu.Lock()
-	if !p.verified {
-		if c, ok := parseHelloVerifyRequest(b); ok {
+	if c, ok := parseHelloVerifyRequest(b); ok {
+		p.f.mu.Lock()
+		if !p.verified {
 			p.cookie = append(p.cookie[:0], c...)
 		}
+		p.f.mu.Unlock()
 	}
-	p.f.mu.Unlock()
 	return p.f.pc.WriteToUDPAddrPort(b, p.addr)
 }
 
