@@ -239,7 +239,8 @@ func reenrollCoAPS(ctx context.Context, cfg ReenrollConfig, leaf *x509.Certifica
 	if err != nil {
 		return nil, fmt.Errorf("reenroll: %w", err)
 	}
-	if err := res.verifyLDevID(cfg.DomainCAs, cfg.Clock.Now()); err != nil {
+	verify := func() error { return res.verifyLDevID(cfg.DomainCAs, cfg.Clock.Now()) }
+	if err := res.verifyAfterRollover(ctx, verify, s.CACerts); err != nil {
 		return nil, fmt.Errorf("reenroll: %w", err)
 	}
 	return res, nil

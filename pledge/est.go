@@ -194,13 +194,38 @@ func (c *Client) enrollEST(ctx context.Context, v *VoucherResult) (*Result, erro
 	}
 	// RFC 8995 §5.9.1-3: the LDevID chains to the domain the voucher
 	// pinned, and to the CA certificates the registrar distributes.
-	if err := res.verifyLDevID([]*x509.Certificate{v.PinnedDomainCert}, c.cfg.Clock.Now()); err != nil {
-		return nil, err
+	verify := func() error {
+		if err := res.verifyLDevID([]*x509.Certificate{v.PinnedDomainCert}, c.cfg.Clock.Now()); err != nil {
+			return err
+		}
+		return res.verifyLDevID(res.CACerts, c.cfg.Clock.Now())
 	}
-	if err := res.verifyLDevID(res.CACerts, c.cfg.Clock.Now()); err != nil {
+	if err := res.verifyAfterRollover(ctx, verify, func(ctx context.Context) ([]*x509.Certificate, error) {
+		cs, _, err := fetchCACerts(ctx, c)
+		return cs, err
+	}); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// verifyAfterRollover runs verify; when it fails, the domain CA may have
+// rolled over between the cacerts fetch and the enrolment, so the LDevID
+// is from the new generation while the CA certificates in hand carry no
+// link to it (RFC 7030 §4.1.3: fetch them again). It fetches the CA
+// certificates once more and verifies again; the first error stands when
+// the fetch fails.
+func (r *Result) verifyAfterRollover(ctx context.Context, verify func() error, fetch func(context.Context) ([]*x509.Certificate, error)) error {
+	err := verify()
+	if err == nil {
+		return nil
+	}
+	cacerts, ferr := fetch(ctx)
+	if ferr != nil {
+		return err
+	}
+	r.CACerts = cacerts
+	return verify()
 }
 
 // getter is a connection that can GET (Client or a domainSession).

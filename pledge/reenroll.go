@@ -123,7 +123,11 @@ func Reenroll(ctx context.Context, cfg ReenrollConfig) (*Result, error) {
 	if err := e.run(ctx, cs, res); err != nil {
 		return nil, fmt.Errorf("reenroll: %w", err)
 	}
-	if err := res.verifyLDevID(cfg.DomainCAs, cfg.Clock.Now()); err != nil {
+	verify := func() error { return res.verifyLDevID(cfg.DomainCAs, cfg.Clock.Now()) }
+	if err := res.verifyAfterRollover(ctx, verify, func(ctx context.Context) ([]*x509.Certificate, error) {
+		cs, _, err := fetchCACerts(ctx, s)
+		return cs, err
+	}); err != nil {
 		return nil, fmt.Errorf("reenroll: %w", err)
 	}
 	return res, nil
