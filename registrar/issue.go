@@ -74,7 +74,8 @@ func (s *Service) authorizeEnroll(ctx context.Context, peer *Peer, op string) (*
 	if err == nil && (dev.Status == store.DevicePendingApproval || dev.Status == store.DeviceApproved) {
 		return nil, &problem.Error{Kind: problem.Deferred, Detail: "waiting for operator approval and the voucher", RetryAfter: s.cfg.PendingRetryAfter}
 	}
-	if err := s.EnrollAllowed(ctx, key); err != nil {
+	// One read of the device serves both decisions.
+	if err := enrollAllowed(dev, err); err != nil {
 		return nil, err
 	}
 	return &enrollment{op: op, key: key, dev: id, peerKey: peer.Leaf.RawSubjectPublicKeyInfo, reuse: op == opEnroll, auth: authIDevID}, nil

@@ -443,7 +443,12 @@ func (s *Service) block(ctx context.Context, key store.DeviceKey, reason string)
 // audit-log check (RFC 8995 §5.8.3: "MUST then refuse any EST actions") or
 // denied. The error is a *problem.Error of kind Forbidden.
 func (s *Service) EnrollAllowed(ctx context.Context, key store.DeviceKey) error {
-	dev, err := s.db.Device(ctx, key)
+	return enrollAllowed(s.db.Device(ctx, key))
+}
+
+// enrollAllowed is EnrollAllowed's decision on a device record already
+// read (dev and err as store.Device returned them).
+func enrollAllowed(dev store.Device, err error) error {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return problem.New(problem.Forbidden, err, "no voucher was issued for this device")
