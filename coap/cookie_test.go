@@ -159,6 +159,18 @@ func flood(t *testing.T, addr string, n int, read bool) (int, int) {
 	return sent, got
 }
 
+// udp dials the server's UDP port, a bare socket for hand-made records;
+// it is closed when t ends.
+func (e *env) udp(t *testing.T) net.Conn {
+	t.Helper()
+	c, err := (&net.Dialer{}).DialContext(t.Context(), "udp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 // TestServer_CookielessClientHellos: reliability F08: a flood of
 // ClientHellos without a cookie, each from a new source port as a spoofing
 // flood looks, gets only HelloVerifyRequests, no bigger than the requests,
@@ -170,11 +182,7 @@ func TestServer_CookielessClientHellos(t *testing.T) {
 	e := newEnvWith(t, coap.Config{MaxSessions: 1}, nil)
 	// A source that gets its cookie first, and echoes it after the flood
 	// has pushed it out of the pending peers: a stale cookie.
-	early, err := (&net.Dialer{}).DialContext(t.Context(), "udp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer early.Close()
+	early := e.udp(t)
 	var random handshake.Random
 	hvr := roundTrip(t, early, clientHello(t, &random, nil, 0), 2*time.Second)
 	if handshakeType(hvr) != handshake.TypeHelloVerifyRequest {
@@ -250,11 +258,7 @@ func TestServer_HelloFloodDuringHandshake(t *testing.T) {
 func TestServer_ForgedCookie(t *testing.T) {
 	t.Parallel()
 	e := newEnvWith(t, coap.Config{MaxSessions: 1}, nil)
-	c, err := (&net.Dialer{}).DialContext(t.Context(), "udp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := e.udp(t)
 	var random handshake.Random
 	forged := bytes.Repeat([]byte{0x5a}, 20)
 	if a := roundTrip(t, c, clientHello(t, &random, forged, 1), 500*time.Millisecond); a != nil {
@@ -299,11 +303,7 @@ func TestServer_UnterminatedHandshake(t *testing.T) {
 	// client attempt abandoned early would hold the only slot in turn.
 	e := newEnvWith(t, coap.Config{MaxSessions: 1, HandshakeTimeout: 2 * time.Second}, nil)
 	id := pkitest.NewIDevID(t, e.mfg, "SN-COAP-F10", e.masa.Authority)
-	frag, err := (&net.Dialer{}).DialContext(t.Context(), "udp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer frag.Close()
+	frag := e.udp(t)
 	// Handshake header: ClientHello of 60000 bytes, message_seq 0, offset 0,
 	// a 100-byte fragment.
 	hs := append([]byte{1, 0, 0xea, 0x60, 0, 0, 0, 0, 0, 0, 0, 100}, make([]byte, 100)...)
@@ -316,11 +316,7 @@ func TestServer_UnterminatedHandshake(t *testing.T) {
 	}
 
 	// A source that proves its address and stops.
-	c, err := (&net.Dialer{}).DialContext(t.Context(), "udp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := e.udp(t)
 	var random handshake.Random
 	hvr := roundTrip(t, c, clientHello(t, &random, nil, 0), 2*time.Second)
 	if handshakeType(hvr) != handshake.TypeHelloVerifyRequest {
@@ -357,11 +353,7 @@ func TestServer_UnterminatedHandshake(t *testing.T) {
 func TestServer_NewHandshakeSameAddress(t *testing.T) {
 	t.Parallel()
 	e := newEnvWith(t, coap.Config{MaxSessions: 1}, nil)
-	c, err := (&net.Dialer{}).DialContext(t.Context(), "udp", e.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := e.udp(t)
 	for i := range 2 {
 		var random handshake.Random
 		hvr := roundTrip(t, c, clientHello(t, &random, nil, 0), 2*time.Second)
