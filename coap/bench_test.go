@@ -50,16 +50,8 @@ func BenchmarkServer_EnrollCoAPS(b *testing.B) {
 // the same kind of registrar.
 func BenchmarkServer_EnrollHTTPS(b *testing.B) {
 	e := newEnv(b, noLimits)
-	id := pkitest.NewIDevID(b, e.mfg, "SN-BENCH-HTTPS", e.masa.Authority)
+	id := e.onboarded(b, "SN-BENCH-HTTPS")
 	p := registrartest.NewPledge(b, e.reg, "SN-BENCH-HTTPS", id.TLS)
-	resp, body, err := p.RequestVoucher(b.Context(), p.Sign(b, p.Request(b)))
-	if err != nil {
-		b.Fatalf("voucher: %v", err)
-	}
-	_ = resp.Body.Close() // read and closed by registrartest already
-	if resp.StatusCode != http.StatusOK {
-		b.Fatalf("voucher: %d %s", resp.StatusCode, body)
-	}
 	b.ReportAllocs()
 	for b.Loop() {
 		_, resp, body, err := p.EST(b.Context(), est.OpSimpleEnroll, registrartest.NewCSR(b, pkitest.NewKey(b), "SN-BENCH-HTTPS"))
