@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -20,43 +19,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gatehouse-pki/gatehouse/internal/lab"
-	"github.com/gatehouse-pki/gatehouse/internal/web"
+	"github.com/gatehouse-pki/gatehouse/internal/lab/labtest"
 	"github.com/gatehouse-pki/gatehouse/store"
 )
 
-// startLab opens a lab on free loopback ports in dir and serves its
-// registrar (BRSKI and EST) and MASA until stop is called or the test ends.
+// startLab serves an in-process lab in dir (labtest.Start) and returns
+// its registrar's URL.
 func startLab(t *testing.T, dir string, clk clock.Clock) (*url.URL, func()) {
 	t.Helper()
-	logger := slog.New(slog.DiscardHandler)
-	l, err := lab.Open(t.Context(), lab.Options{
-		Dir: dir, HTTPSAddr: "127.0.0.1:0", MASAAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		Clock: clk, Logger: logger, Metrics: prometheus.NewRegistry(),
-	})
-	if err != nil {
-		t.Fatalf("lab.Open: %v", err)
-	}
-	reg := web.NewServer(l.Handler(), nil, logger)
-	l.Registrar.ConfigureServer(reg)
-	masaSrv := web.NewServer(l.MASA.Handler(), l.MASA.TLSConfig(l.PKI.MASATLS), logger)
-	done := make(chan struct{}, 2)
-	go func() { _ = reg.ServeTLS(l.HTTPS, "", ""); done <- struct{}{} }()
-	go func() { _ = masaSrv.ServeTLS(l.MASAListener, "", ""); done <- struct{}{} }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		_ = reg.Close()
-		_ = masaSrv.Close()
-		<-done
-		<-done
-		if err := l.Close(); err != nil {
-			t.Errorf("lab Close: %v", err)
-		}
-	}
-	t.Cleanup(stop)
+	l, stop := labtest.Start(t, lab.Options{Dir: dir, Clock: clk})
 	return &url.URL{Scheme: "https", Host: lab.Dialable(l.HTTPS)}, stop
 }
 

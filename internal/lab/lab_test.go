@@ -1,4 +1,4 @@
-package lab
+package lab_test
 
 import (
 	"bytes"
@@ -12,50 +12,20 @@ import (
 	"github.com/jmhodges/clock"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/gatehouse-pki/gatehouse/internal/web"
+	"github.com/gatehouse-pki/gatehouse/internal/lab"
+	"github.com/gatehouse-pki/gatehouse/internal/lab/labtest"
 	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 	"github.com/gatehouse-pki/gatehouse/pledge"
 )
 
-// startLab opens a lab on free loopback ports and serves its registrar and
-// MASA until stop is called (or the test ends).
-func startLab(t *testing.T, dir string, clk clock.Clock) (*Lab, func()) {
+func startLab(t *testing.T, dir string, clk clock.Clock) (*lab.Lab, func()) {
 	t.Helper()
-	logger := slog.New(slog.DiscardHandler)
-	l, err := Open(t.Context(), Options{
-		Dir: dir, HTTPSAddr: "127.0.0.1:0", MASAAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		Clock: clk, Logger: logger, Metrics: prometheus.NewRegistry(), Hostname: "lab-test.example",
-	})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	reg := web.NewServer(l.Registrar.Handler(), nil, logger)
-	l.Registrar.ConfigureServer(reg)
-	masaSrv := web.NewServer(l.MASA.Handler(), l.MASA.TLSConfig(l.PKI.MASATLS), logger)
-	done := make(chan struct{}, 2)
-	go func() { _ = reg.ServeTLS(l.HTTPS, "", ""); done <- struct{}{} }()
-	go func() { _ = masaSrv.ServeTLS(l.MASAListener, "", ""); done <- struct{}{} }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		_ = reg.Close()
-		_ = masaSrv.Close()
-		<-done
-		<-done
-		if err := l.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
-	}
-	t.Cleanup(stop)
-	return l, stop
+	return labtest.Start(t, lab.Options{Dir: dir, Clock: clk, Hostname: "lab-test.example"})
 }
 
-func enrol(t *testing.T, l *Lab, clk clock.Clock, serial string) *pledge.VoucherResult {
+func enrol(t *testing.T, l *lab.Lab, clk clock.Clock, serial string) *pledge.VoucherResult {
 	t.Helper()
-	var p *Pledge
+	var p *lab.Pledge
 	for i := range l.PKI.Pledges {
 		if l.PKI.Pledges[i].Serial == serial {
 			p = &l.PKI.Pledges[i]
@@ -64,7 +34,7 @@ func enrol(t *testing.T, l *Lab, clk clock.Clock, serial string) *pledge.Voucher
 	if p == nil {
 		t.Fatalf("no pledge %s", serial)
 	}
-	u, err := url.Parse("https://" + Dialable(l.HTTPS))
+	u, err := url.Parse("https://" + lab.Dialable(l.HTTPS))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +60,7 @@ func TestOpen_EnrolAndRestart(t *testing.T) {
 		t.Fatal("first Open did not generate the lab")
 	}
 	// The IDevIDs name the MASA this start bound.
-	if l.PKI.MASAAuthority != Dialable(l.MASAListener) || l.MASAURL.String() != "https://"+Dialable(l.MASAListener)+"/.well-known/brski" {
+	if l.PKI.MASAAuthority != lab.Dialable(l.MASAListener) || l.MASAURL.String() != "https://"+lab.Dialable(l.MASAListener)+"/.well-known/brski" {
 		t.Errorf("MASA authority %s, URL %s, listener %s", l.PKI.MASAAuthority, l.MASAURL, l.MASAListener.Addr())
 	}
 	res := enrol(t, l, clk, "GH-0001")
@@ -110,7 +80,7 @@ func TestOpen_EnrolAndRestart(t *testing.T) {
 	// The first pledge comes back (same domain: the MASA's first-claim
 	// owner).
 	enrol(t, l2, clk, "GH-0001")
-	for _, f := range []string{RegistrarDBFile, MASADBFile, RegistrarAuditFile, MASAAuditFile} {
+	for _, f := range []string{lab.RegistrarDBFile, lab.MASADBFile, lab.RegistrarAuditFile, lab.MASAAuditFile} {
 		fi, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
 			t.Errorf("%s: %v", f, err)
@@ -118,7 +88,7 @@ func TestOpen_EnrolAndRestart(t *testing.T) {
 			t.Errorf("%s: mode %#o", f, fi.Mode().Perm())
 		}
 	}
-	audit, err := os.ReadFile(filepath.Join(dir, RegistrarAuditFile))
+	audit, err := os.ReadFile(filepath.Join(dir, lab.RegistrarAuditFile))
 	if err != nil || !strings.Contains(string(audit), "rvr-signed") {
 		t.Errorf("registrar audit file lacks rvr-signed: %v", err)
 	}
@@ -129,7 +99,7 @@ func TestOpen_AddressInUse(t *testing.T) {
 	dir := t.TempDir()
 	clk := pkitest.NewClock()
 	l, _ := startLab(t, dir, clk)
-	_, err := Open(t.Context(), Options{
+	_, err := lab.Open(t.Context(), lab.Options{
 		Dir: filepath.Join(t.TempDir(), "other"), HTTPSAddr: l.HTTPS.Addr().String(), MASAAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		Clock: clk, Logger: slog.New(slog.DiscardHandler), Metrics: prometheus.NewRegistry(),
 	})
@@ -140,7 +110,7 @@ func TestOpen_AddressInUse(t *testing.T) {
 
 func TestPledgeCommand(t *testing.T) {
 	t.Parallel()
-	l := &Lab{PKI: &PKI{Paths: PathsFor("my data")}}
+	l := &lab.Lab{PKI: &lab.PKI{Paths: lab.PathsFor("my data")}}
 	got := l.PledgeCommand("./bin/gatehouse", "https://127.0.0.1:8443", "GH-0001")
 	want := "./bin/gatehouse pledge enroll --registrar https://127.0.0.1:8443 --idevid 'my data/lab/pledges/GH-0001/idevid.pem' --key 'my data/lab/pledges/GH-0001/key.pem' --masa-anchor 'my data/lab/manufacturer/masa.pem' --out 'my data/out/GH-0001'"
 	if got != want {

@@ -1,4 +1,4 @@
-package lab
+package lab_test
 
 import (
 	"crypto/tls"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jmhodges/clock"
+
+	"github.com/gatehouse-pki/gatehouse/internal/lab"
 )
 
 // TestOpen_NoPerIPLimitOnLoopback: on loopback every client shares one
@@ -28,7 +30,7 @@ func TestOpen_NoPerIPLimitOnLoopback(t *testing.T) {
 		MaxIdleConnsPerHost: 8,
 	}}
 	t.Cleanup(client.CloseIdleConnections)
-	url := "https://" + Dialable(l.HTTPS) + "/.well-known/brski/requestvoucher"
+	url := "https://" + lab.Dialable(l.HTTPS) + "/.well-known/brski/requestvoucher"
 	const n = 2100
 	statuses := map[int]int{}
 	for range n {
