@@ -94,18 +94,7 @@ func (s *Server) checkDER(req *Request, der []byte, pop bool) (*x509.Certificate
 	if err := requirePeer(req); err != nil {
 		return nil, err
 	}
-	csr, info, err := parseCSR(der)
-	if err != nil {
-		return nil, problem.New(problem.BadRequest, err, "request body is not one DER PKCS#10 certification request")
-	}
-	if err := checkCSRPolicy(csr); err != nil {
-		return nil, err
-	}
-	req.RawCSR = der
-	if err := s.checkBinding(req, info, pop && s.cfg.RequireChannelBinding); err != nil {
-		return nil, err
-	}
-	return csr, nil
+	return s.checkCSRDER(req, der, pop)
 }
 
 // requirePeer: RFC 9148 §4: the client authenticates with a certificate

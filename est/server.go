@@ -209,6 +209,12 @@ func (s *Server) checkCSR(req *Request, body []byte, pop bool) (*x509.Certificat
 	if err != nil {
 		return nil, problem.New(problem.BadRequest, err, "request body is not base64 (RFC 8951)")
 	}
+	return s.checkCSRDER(req, der, pop)
+}
+
+// checkCSRDER is checkCSR after the base64 layer: one DER PKCS#10, its
+// policy, the channel binding; it records the CSR on req.
+func (s *Server) checkCSRDER(req *Request, der []byte, pop bool) (*x509.CertificateRequest, error) {
 	csr, info, err := parseCSR(der)
 	if err != nil {
 		return nil, problem.New(problem.BadRequest, err, "request body is not one DER PKCS#10 certification request")
