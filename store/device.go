@@ -33,15 +33,26 @@ func (k DeviceKey) String() string { return k.Issuer + "/" + k.Serial }
 
 // validate reports why k cannot be a key.
 func (k DeviceKey) validate() error {
-	for name, part := range map[string]string{"issuer": k.Issuer, "serial": k.Serial} {
-		switch {
-		case part == "":
-			return fmt.Errorf("device key: empty %s: %w", name, ErrInvalid)
-		case len(part) > maxKeyPart:
-			return fmt.Errorf("device key: %s longer than %d bytes: %w", name, maxKeyPart, ErrInvalid)
-		case strings.IndexByte(part, 0) >= 0:
-			return fmt.Errorf("device key: NUL in %s: %w", name, ErrInvalid)
-		}
+	if err := validateKeyPart("issuer", k.Issuer, false); err != nil {
+		return fmt.Errorf("device key: %w", err)
+	}
+	if err := validateKeyPart("serial", k.Serial, false); err != nil {
+		return fmt.Errorf("device key: %w", err)
+	}
+	return nil
+}
+
+// validateKeyPart reports why s cannot be one NUL-separated part of a
+// storage key: empty (unless allowEmpty), longer than maxKeyPart, or
+// holding a NUL.
+func validateKeyPart(what, s string, allowEmpty bool) error {
+	switch {
+	case s == "" && !allowEmpty:
+		return fmt.Errorf("empty %s: %w", what, ErrInvalid)
+	case len(s) > maxKeyPart:
+		return fmt.Errorf("%s longer than %d bytes: %w", what, maxKeyPart, ErrInvalid)
+	case strings.IndexByte(s, 0) >= 0:
+		return fmt.Errorf("NUL in %s: %w", what, ErrInvalid)
 	}
 	return nil
 }

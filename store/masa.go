@@ -25,7 +25,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -186,19 +185,6 @@ func (rec masaLogRecordV1) entry() MASALogEntry {
 	return MASALogEntry{Seq: rec.Seq, Serial: rec.Serial, Date: rec.Date, DomainID: rec.DomainID, Nonce: rec.Nonce, Assertion: rec.Assertion}
 }
 
-// validateMASAKey checks a serial or nonce used as a key part.
-func validateMASAKey(what, s string, allowEmpty bool) error {
-	switch {
-	case s == "" && !allowEmpty:
-		return fmt.Errorf("empty %s: %w", what, ErrInvalid)
-	case len(s) > maxKeyPart:
-		return fmt.Errorf("%s longer than %d bytes: %w", what, maxKeyPart, ErrInvalid)
-	case strings.IndexByte(s, 0) >= 0:
-		return fmt.Errorf("NUL in %s: %w", what, ErrInvalid)
-	}
-	return nil
-}
-
 func masaVoucherKey(serial, nonce string) []byte {
 	return []byte(serial + "\x00" + nonce)
 }
@@ -233,7 +219,7 @@ func masaGet(tx *bolt.Tx, name string, key []byte, into any) error {
 // policy. RegisteredAt is kept from the first registration; ClaimedAt is
 // cleared.
 func (db *DB) RegisterMASADevice(ctx context.Context, d MASADevice) error {
-	if err := validateMASAKey("serial", d.Serial, false); err != nil {
+	if err := validateKeyPart("serial", d.Serial, false); err != nil {
 		return fmt.Errorf("register masa device: %w", err)
 	}
 	if n := len(d.OwnerSPKIHash); n != 0 && n != 32 {
@@ -266,7 +252,7 @@ func (db *DB) RegisterMASADevice(ctx context.Context, d MASADevice) error {
 
 // MASADevice returns the device with this serial, or ErrNotFound.
 func (db *DB) MASADevice(ctx context.Context, serial string) (MASADevice, error) {
-	if err := validateMASAKey("serial", serial, false); err != nil {
+	if err := validateKeyPart("serial", serial, false); err != nil {
 		return MASADevice{}, fmt.Errorf("masa device: %w", err)
 	}
 	var rec masaDeviceRecordV1
@@ -282,10 +268,10 @@ func (db *DB) MASADevice(ctx context.Context, serial string) (MASADevice, error)
 // MASAVoucher returns the voucher issued for (serial, nonce), or
 // ErrNotFound. An empty nonce asks for the last nonceless voucher.
 func (db *DB) MASAVoucher(ctx context.Context, serial, nonce string) (MASAVoucher, error) {
-	if err := validateMASAKey("serial", serial, false); err != nil {
+	if err := validateKeyPart("serial", serial, false); err != nil {
 		return MASAVoucher{}, fmt.Errorf("masa voucher: %w", err)
 	}
-	if err := validateMASAKey("nonce", nonce, true); err != nil {
+	if err := validateKeyPart("nonce", nonce, true); err != nil {
 		return MASAVoucher{}, fmt.Errorf("masa voucher: %w", err)
 	}
 	var rec masaVoucherRecordV1
@@ -312,10 +298,10 @@ func (db *DB) MASAVoucher(ctx context.Context, serial, nonce string) (MASAVouche
 // (unknown device under MASARequireOwner) and ErrNotOwner.
 func (db *DB) RecordMASAVoucher(ctx context.Context, iss MASAIssue, audit ...Event) (MASAIssued, error) {
 	v := iss.Voucher
-	if err := validateMASAKey("serial", v.Serial, false); err != nil {
+	if err := validateKeyPart("serial", v.Serial, false); err != nil {
 		return MASAIssued{}, fmt.Errorf("record masa voucher: %w", err)
 	}
-	if err := validateMASAKey("nonce", v.Nonce, true); err != nil {
+	if err := validateKeyPart("nonce", v.Nonce, true); err != nil {
 		return MASAIssued{}, fmt.Errorf("record masa voucher %q: %w", v.Serial, err)
 	}
 	if len(iss.OwnerSPKIHash) != 32 || v.DomainID == "" || v.Assertion == "" || len(v.Signed) == 0 {
@@ -439,7 +425,7 @@ func lastEvents(tx *bolt.Tx, n int) ([]Event, error) {
 // MASAAuditLog returns the device's audit-log entries in order; an unknown
 // device has none (no error).
 func (db *DB) MASAAuditLog(ctx context.Context, serial string) ([]MASALogEntry, error) {
-	if err := validateMASAKey("serial", serial, false); err != nil {
+	if err := validateKeyPart("serial", serial, false); err != nil {
 		return nil, fmt.Errorf("masa audit log: %w", err)
 	}
 	out, err := db.masaLog(ctx, masaLogPrefix(serial))
