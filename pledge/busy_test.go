@@ -46,11 +46,12 @@ func newBusyEnv(t *testing.T, onBusy func(b *busyEnv, n int32)) *busyEnv {
 			<-gate
 		}
 	}})
-	hook := &onStatus{status: http.StatusServiceUnavailable, fire: func(n int32) {
+	hook := &onStatus{status: http.StatusServiceUnavailable, fire: func(_ context.Context, n int32) error {
 		b.busy.Store(n)
 		if onBusy != nil {
 			onBusy(b, n)
 		}
+		return nil
 	}}
 	reg := registrartest.Start(t, registrartest.Options{
 		Clock: fc, Manufacturer: mfg, MASA: m, Logger: slog.New(hook),
@@ -162,19 +163,20 @@ func TestClient_RequestVoucher_ContextEndsWhileBusy(t *testing.T) {
 	}
 }
 
-// onStatus is a slog.Handler that calls fire(n) when the registrar logs
-// its n-th answer with status to requestvoucher, inside the request,
-// before the answer is sent.
+// onStatus is a slog.Handler that calls fire(ctx, n) when the registrar
+// logs its n-th answer with status to requestvoucher, inside the request,
+// before the answer is sent; ctx is the request's, without its
+// cancellation, and fire's error is the handler's.
 type onStatus struct {
 	status int64
-	fire   func(n int32)
+	fire   func(ctx context.Context, n int32) error
 	n      atomic.Int32
 }
 
 func (h *onStatus) Enabled(context.Context, slog.Level) bool { return true }
 func (h *onStatus) WithAttrs([]slog.Attr) slog.Handler       { return h }
 func (h *onStatus) WithGroup(string) slog.Handler            { return h }
-func (h *onStatus) Handle(_ context.Context, r slog.Record) error {
+func (h *onStatus) Handle(ctx context.Context, r slog.Record) error {
 	if r.Message != "request" {
 		return nil
 	}
@@ -189,8 +191,8 @@ func (h *onStatus) Handle(_ context.Context, r slog.Record) error {
 		}
 		return true
 	})
-	if status == h.status && path == pledge.PathRequestVoucher {
-		h.fire(h.n.Add(1))
+	if status != h.status || path != pledge.PathRequestVoucher {
+		return nil
 	}
-	return nil
+	return h.fire(context.WithoutCancel(ctx), h.n.Add(1))
 }

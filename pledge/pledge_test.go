@@ -190,7 +190,7 @@ func TestClient_RequestVoucher_Deferred(t *testing.T) {
 	// log event is written before the response leaves the handler, so the
 	// pledge's identical retry finds the device approved.
 	var svc atomic.Pointer[registrar.Service]
-	hook := &onDeferred{fire: func(ctx context.Context, n int32) error {
+	hook := &onStatus{status: http.StatusAccepted, fire: func(ctx context.Context, n int32) error {
 		if n != 1 {
 			return nil
 		}
@@ -217,7 +217,7 @@ func TestClient_RequestVoucher_ContextEndsWhilePending(t *testing.T) {
 	// Nobody approves; the caller gives up after the second 202.
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	hook := &onDeferred{fire: func(_ context.Context, n int32) error {
+	hook := &onStatus{status: http.StatusAccepted, fire: func(_ context.Context, n int32) error {
 		if n == 2 {
 			cancel()
 		}
@@ -229,38 +229,6 @@ func TestClient_RequestVoucher_ContextEndsWhilePending(t *testing.T) {
 	if !errors.Is(err, pledge.ErrPending) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v; want ErrPending wrapping context.Canceled", err)
 	}
-}
-
-// onDeferred is a slog.Handler that calls fire(ctx, n) when the registrar
-// logs its n-th 202 answer to requestvoucher, inside the request, before
-// the answer is sent.
-type onDeferred struct {
-	fire func(ctx context.Context, n int32) error
-	n    atomic.Int32
-}
-
-func (h *onDeferred) Enabled(context.Context, slog.Level) bool { return true }
-func (h *onDeferred) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *onDeferred) WithGroup(string) slog.Handler            { return h }
-func (h *onDeferred) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message != "request" {
-		return nil
-	}
-	var status int64
-	var path string
-	r.Attrs(func(a slog.Attr) bool {
-		switch a.Key {
-		case "status":
-			status = a.Value.Int64()
-		case "path":
-			path = a.Value.String()
-		}
-		return true
-	})
-	if status != http.StatusAccepted || path != pledge.PathRequestVoucher {
-		return nil
-	}
-	return h.fire(context.WithoutCancel(ctx), h.n.Add(1))
 }
 
 func TestClient_RequestVoucher_WrongMASAAnchor(t *testing.T) {
