@@ -10,14 +10,6 @@ import (
 	"github.com/gatehouse-pki/gatehouse/store"
 )
 
-// Media types the cBRSKI Content-Formats stand for, as the registrar's
-// transport-independent API names them.
-const (
-	mediaVoucherCOSE = "application/voucher+cose"
-	mediaCBOR        = "application/cbor"
-	mediaJSON        = "application/json"
-)
-
 // Voucher is the registrar's transport-independent voucher API.
 type Voucher interface {
 	RequestVoucher(ctx context.Context, in registrar.VoucherInput) (*registrar.VoucherResponse, error)
@@ -36,8 +28,8 @@ func (s *Server) rv(ctx context.Context, r *request) (response, error) {
 	served := s.reg.Certificate().Leaf
 	res, err := s.reg.RequestVoucher(ctx, registrar.VoucherInput{
 		Body:             bytes.NewReader(r.body),
-		MediaType:        mediaVoucherCOSE,
-		Accept:           mediaVoucherCOSE,
+		MediaType:        registrar.MediaTypeVoucherCOSE,
+		Accept:           registrar.MediaTypeVoucherCOSE,
 		PeerCertificates: r.ses.chain,
 		Served:           served,
 		Remote:           r.remote,
@@ -52,9 +44,9 @@ func (s *Server) rv(ctx context.Context, r *request) (response, error) {
 // 2.04 with an empty payload.
 func (s *Server) status(kind store.TelemetryKind) func(context.Context, *request) (response, error) {
 	return func(ctx context.Context, r *request) (response, error) {
-		mt := mediaCBOR
+		mt := registrar.MediaTypeCBOR
 		if r.format == int(FormatJSON) {
-			mt = mediaJSON
+			mt = registrar.MediaTypeJSON
 		}
 		err := s.reg.ReportStatus(ctx, registrar.StatusInput{
 			Kind:             kind,
