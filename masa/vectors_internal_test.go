@@ -3,8 +3,6 @@ package masa
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/hex"
-	"strings"
 	"testing"
 	"time"
 
@@ -18,26 +16,19 @@ import (
 // carries the x5bag certificates and wraps the example PVR verbatim.
 func TestCBRSKIVectors(t *testing.T) {
 	t.Parallel()
-	read := func(name string) []byte {
-		b, err := hex.DecodeString(strings.Join(strings.Fields(string(testvectors.Read(t, name))), ""))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
 	reg, err := x509.ParseCertificate(testvectors.Read(t, "cbrski/registrar.der"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	at := time.Date(2023, 6, 1, 0, 0, 0, 0, time.UTC)
-	rvr, certs, err := openRVR(read("cbrski/rvr.hex"), voucher.FormatCOSE, reg, at)
+	rvr, certs, err := openRVR(testvectors.ReadHex(t, "cbrski/rvr.hex"), voucher.FormatCOSE, reg, at)
 	if err != nil {
 		t.Fatalf("openRVR: %v", err)
 	}
 	if rvr.SerialNumber != "JADA123456789" || rvr.Assertion != voucher.AssertionProximity || len(rvr.IDevIDIssuer) == 0 {
 		t.Errorf("RVR %+v", rvr.Fields)
 	}
-	if !bytes.Equal(rvr.PriorSignedVoucherRequest, read("cbrski/pvr.hex")) {
+	if !bytes.Equal(rvr.PriorSignedVoucherRequest, testvectors.ReadHex(t, "cbrski/pvr.hex")) {
 		t.Error("prior-signed-voucher-request is not the example PVR")
 	}
 	// The bag holds an earlier certificate for the same registrar key and
@@ -53,7 +44,7 @@ func TestCBRSKIVectors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := openRVR(read("cbrski/rvr.hex"), voucher.FormatCOSE, pledge, at); err == nil {
+	if _, _, err := openRVR(testvectors.ReadHex(t, "cbrski/rvr.hex"), voucher.FormatCOSE, pledge, at); err == nil {
 		t.Error("the RVR is accepted from pledge.der")
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/sha1" // RFC 5280 §4.2.1.2 method 1, recomputed independently
 	"crypto/x509"
 	"encoding/asn1"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"strings"
@@ -88,10 +87,7 @@ func TestParseIDevID_Vectors(t *testing.T) {
 			t.Errorf("masa url = %q, want %q", got, want)
 		}
 		// The RVR's idevid-issuer leaf: bstr(26) 04 18 30 16 80 14 <keyid>.
-		rvr, err := hex.DecodeString(strings.Join(strings.Fields(string(testvectors.Read(t, "cbrski/rvr-nonsigned.hex"))), ""))
-		if err != nil {
-			t.Fatal(err)
-		}
+		rvr := testvectors.ReadHex(t, "cbrski/rvr-nonsigned.hex")
 		i := bytes.Index(rvr, []byte{0x58, 0x1a, 0x04, 0x18, 0x30, 0x16, 0x80, 0x14})
 		if i < 0 {
 			t.Fatal("idevid-issuer not found in rvr-nonsigned.hex")

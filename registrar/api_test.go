@@ -158,12 +158,7 @@ func TestParseStatusCBOR(t *testing.T) {
 	t.Parallel()
 	t.Run("cbrski-example", func(t *testing.T) {
 		t.Parallel()
-		raw := testvectors.Read(t, "cbrski/voucher-status.hex")
-		b, err := hex.DecodeString(strings.Join(strings.Fields(string(raw)), ""))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rep, err := registrar.ParseStatusCBOR(b)
+		rep, err := registrar.ParseStatusCBOR(testvectors.ReadHex(t, "cbrski/voucher-status.hex"))
 		if err != nil {
 			t.Fatalf("ParseStatusCBOR: %v", err)
 		}

@@ -2,8 +2,6 @@ package registrar
 
 import (
 	"crypto/x509"
-	"encoding/hex"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,15 +11,6 @@ import (
 
 // cbrskiTime lies inside every cBRSKI example certificate's validity.
 var cbrskiTime = time.Date(2023, 6, 1, 0, 0, 0, 0, time.UTC)
-
-func vectorHex(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.Join(strings.Fields(string(testvectors.Read(t, name))), ""))
-	if err != nil {
-		t.Fatalf("%s: %v", name, err)
-	}
-	return b
-}
 
 func vectorCert(t *testing.T, name string) *x509.Certificate {
 	t.Helper()
@@ -42,7 +31,7 @@ func TestCBRSKIVectors(t *testing.T) {
 	pledgeCert := vectorCert(t, "cbrski/pledge.der")
 	registrarCert := vectorCert(t, "cbrski/registrar.der")
 
-	pvr, err := openPVR(vectorHex(t, "cbrski/pvr.hex"), voucher.FormatCOSE, pledgeCert, cbrskiTime, false)
+	pvr, err := openPVR(testvectors.ReadHex(t, "cbrski/pvr.hex"), voucher.FormatCOSE, pledgeCert, cbrskiTime, false)
 	if err != nil {
 		t.Fatalf("openPVR: %v", err)
 	}
@@ -56,11 +45,11 @@ func TestCBRSKIVectors(t *testing.T) {
 		t.Error("the PVR's proximity pin names the pledge certificate")
 	}
 	// Another client certificate did not sign it.
-	if _, err := openPVR(vectorHex(t, "cbrski/pvr.hex"), voucher.FormatCOSE, registrarCert, cbrskiTime, false); err == nil {
+	if _, err := openPVR(testvectors.ReadHex(t, "cbrski/pvr.hex"), voucher.FormatCOSE, registrarCert, cbrskiTime, false); err == nil {
 		t.Error("the PVR verifies with registrar.der")
 	}
 
-	body := vectorHex(t, "cbrski/voucher.hex")
+	body := testvectors.ReadHex(t, "cbrski/voucher.hex")
 	v, forward, err := openVoucher(body, voucher.FormatCOSE, []*x509.Certificate{vectorCert(t, "cbrski/masa_ca.der")}, cbrskiTime)
 	if err != nil {
 		t.Fatalf("openVoucher: %v", err)

@@ -5,8 +5,10 @@
 package testvectors
 
 import (
+	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -35,6 +37,17 @@ func Read(t testing.TB, name string) []byte {
 	b, err := os.ReadFile(filepath.Join(Dir(t), filepath.FromSlash(name)))
 	if err != nil {
 		t.Fatalf("read vector %s: %v", name, err)
+	}
+	return b
+}
+
+// ReadHex returns the bytes of a hex vector file (whitespace anywhere is
+// ignored), named as for Read, or skips t.
+func ReadHex(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(strings.Join(strings.Fields(string(Read(t, name))), ""))
+	if err != nil {
+		t.Fatalf("vector %s: %v", name, err)
 	}
 	return b
 }
