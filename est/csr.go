@@ -187,7 +187,7 @@ func createCSR(req CSRRequest, key crypto.Signer) (*x509.CertificateRequest, err
 			if req.ChallengePassword != "" {
 				addAttribute(b, OIDChallengePassword, func(b *cryptobyte.Builder) {
 					tag := cbasn1.PrintableString
-					if !isPrintable(req.ChallengePassword) {
+					if !pki.IsPrintableString(req.ChallengePassword) {
 						tag = cbasn1.UTF8String
 					}
 					b.AddASN1(tag, func(b *cryptobyte.Builder) { b.AddBytes([]byte(req.ChallengePassword)) })

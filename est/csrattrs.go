@@ -8,6 +8,7 @@ import (
 	"slices"
 	"unicode/utf8"
 
+	"github.com/gatehouse-pki/gatehouse/pki"
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
@@ -402,7 +403,7 @@ func readNameAttribute(s *cryptobyte.String) (NameAttribute, error) {
 	v := string(val)
 	switch tag {
 	case cbasn1.UTF8String, cbasn1.PrintableString, cbasn1.IA5String:
-		if tag == cbasn1.UTF8String && !utf8.ValidString(v) || tag == cbasn1.PrintableString && !isPrintable(v) || tag == cbasn1.IA5String && !isASCII(v) {
+		if tag == cbasn1.UTF8String && !utf8.ValidString(v) || tag == cbasn1.PrintableString && !pki.IsPrintableString(v) || tag == cbasn1.IA5String && !isASCII(v) {
 			return na, fmt.Errorf("%w: template subject attribute %s: invalid string of type %d", ErrCSRAttrs, na.Type, tag)
 		}
 		na.Value = v
@@ -705,27 +706,13 @@ func addNameValue(b *cryptobyte.Builder, na NameAttribute) error {
 		return nil
 	}
 	tag := cbasn1.UTF8String
-	if isPrintable(na.Value) {
+	if pki.IsPrintableString(na.Value) {
 		tag = cbasn1.PrintableString
 	} else if !utf8.ValidString(na.Value) {
 		return fmt.Errorf("%w: subject attribute %s is not UTF-8", ErrCSRAttrs, na.Type)
 	}
 	b.AddASN1(tag, func(b *cryptobyte.Builder) { b.AddBytes([]byte(na.Value)) })
 	return nil
-}
-
-// isPrintable reports whether s fits an ASN.1 PrintableString (X.680 §41.4).
-func isPrintable(s string) bool {
-	for i := range len(s) {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == ' ', c == '\'', c == '(', c == ')', c == '+', c == ',', c == '-', c == '.', c == '/', c == ':', c == '=', c == '?':
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 func isASCII(s string) bool {

@@ -413,7 +413,7 @@ func marshalSubject(attrs []attribute) ([]byte, error) {
 				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 					b.AddASN1ObjectIdentifier(a.oid)
 					tag := cbasn1.UTF8String
-					if isPrintable(a.value) {
+					if IsPrintableString(a.value) {
 						tag = cbasn1.PrintableString
 					} else if a.oid.Equal(OIDSerialNumber) || a.oid.Equal(attributeNames["c"]) {
 						b.SetError(fmt.Errorf("%w: %s value %q is not a PrintableString", ErrProfile, a.oid, a.value))
@@ -431,9 +431,9 @@ func marshalSubject(attrs []attribute) ([]byte, error) {
 	return der, nil
 }
 
-// isPrintable reports whether s fits the PrintableString alphabet (X.680
-// §41.4): letters, digits, space and '()+,-./:=?.
-func isPrintable(s string) bool {
+// IsPrintableString reports whether s fits the PrintableString alphabet
+// (X.680 §41.4): letters, digits, space and '()+,-./:=?.
+func IsPrintableString(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
