@@ -205,9 +205,19 @@ func TestServer_UnknownClient(t *testing.T) {
 	id := pkitest.NewIDevID(t, other, "SN-OTHER", e.masa.Authority)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	if s, err := pledge.DialCoAPS(ctx, e.addr, id.TLS, e.verifyDomain); err == nil {
+	s, err := pledge.DialCoAPS(ctx, e.addr, id.TLS, e.verifyDomain)
+	if err == nil {
 		_ = s.Close()
 		t.Fatal("handshake with an unknown manufacturer's IDevID succeeded")
+	}
+	// Refused by the server, not lost to a timeout or a server that is not
+	// there: the deadline has not passed, and a known pledge gets in.
+	if ctx.Err() != nil {
+		t.Fatalf("the handshake ran into the deadline instead of being refused: %v", err)
+	}
+	known := pkitest.NewIDevID(t, e.mfg, "SN-KNOWN", e.masa.Authority)
+	if _, err := e.dial(t, *known).CACerts(t.Context()); err != nil {
+		t.Fatalf("a known pledge on the same server: %v", err)
 	}
 }
 
