@@ -40,7 +40,7 @@ func startInteropLab(t testing.TB) *interopLab {
 	bin := buildGatehouse(t)
 	work := t.TempDir()
 	data := filepath.Join(work, "data")
-	p := startProc(t, work, bin, "lab", "--data", data, "--https", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+	p := startProc(t, work, bin, labArgs(data)...)
 	kv, _ := p.readUntilReady(t)
 	waitHealthy(t, kv["admin"]+"/readyz")
 	u, err := url.Parse(kv["registrar"])

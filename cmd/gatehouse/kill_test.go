@@ -47,7 +47,7 @@ func TestLab_KillNine(t *testing.T) {
 		ledger []*x509.Certificate
 	)
 	start := func() (*proc, map[string]string) {
-		p := startProc(t, work, bin, "lab", "--data", data, "--https", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+		p := startProc(t, work, bin, labArgs(data)...)
 		kv, _ := p.readUntilReady(t)
 		return p, kv
 	}

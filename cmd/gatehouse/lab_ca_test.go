@@ -125,8 +125,7 @@ func TestLab_RolloverEndToEnd(t *testing.T) {
 	work := t.TempDir()
 	data := filepath.Join(work, "data")
 	p := lab.PathsFor(data)
-	labArgs := []string{"lab", "--data", data, "--https", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0"}
-	proc := startProc(t, work, bin, labArgs...)
+	proc := startProc(t, work, bin, labArgs(data)...)
 	kv, lines := proc.readUntilReady(t)
 	waitHealthy(t, kv["admin"]+"/readyz")
 	_, oldID := labDomainCA(t, p)
@@ -168,7 +167,7 @@ func TestLab_RolloverEndToEnd(t *testing.T) {
 	opensslVerify(t, p.DomainCA, ldevid)
 
 	proc.stop(t)
-	proc = startProc(t, work, bin, labArgs...)
+	proc = startProc(t, work, bin, labArgs(data)...)
 	_, lines = proc.readUntilReady(t)
 	if !strings.Contains(lines[0], "reusing the lab PKI") {
 		t.Fatalf("restart banner: %q", lines[0])

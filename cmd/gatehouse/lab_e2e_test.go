@@ -205,6 +205,12 @@ func runBin(t *testing.T, dir, bin string, args ...string) (int, string, string)
 	return code, out.String(), errOut.String()
 }
 
+// labArgs is the command line of a lab on data with every listener on a
+// free loopback port.
+func labArgs(data string) []string {
+	return []string{"lab", "--data", data, "--https", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0"}
+}
+
 func TestLab_EndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the gatehouse binary; skipped with -short")
@@ -213,7 +219,7 @@ func TestLab_EndToEnd(t *testing.T) {
 	bin := buildGatehouse(t)
 	work := t.TempDir()
 	data := filepath.Join(work, "data")
-	lab := startProc(t, work, bin, "lab", "--data", data, "--https", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+	lab := startProc(t, work, bin, labArgs(data)...)
 	kv, lines := lab.readUntilReady(t)
 	for _, k := range []string{"registrar", "masa", "admin", "coaps", "masa-anchor"} {
 		if kv[k] == "" {
@@ -276,7 +282,7 @@ func TestLab_EndToEnd(t *testing.T) {
 	}
 
 	// A restart reuses the lab.
-	lab2 := startProc(t, work, bin, "lab", "--data", data, "--https", "127.0.0.1:0", "--coaps", "127.0.0.1:0", "--masa", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+	lab2 := startProc(t, work, bin, labArgs(data)...)
 	_, lines = lab2.readUntilReady(t)
 	if !strings.Contains(lines[0], "reusing the lab PKI") {
 		t.Fatalf("restart banner: %q", lines[0])
