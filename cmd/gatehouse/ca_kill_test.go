@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -11,9 +10,7 @@ import (
 	"time"
 
 	"github.com/jmhodges/clock"
-	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/gatehouse-pki/gatehouse/internal/lab"
 	"github.com/gatehouse-pki/gatehouse/registrar"
 )
 
@@ -34,13 +31,7 @@ func TestCA_RolloverKillNine(t *testing.T) {
 	work := t.TempDir()
 	data := filepath.Join(work, "data")
 	// The child runs on the real clock, so the lab PKI is made with it too.
-	l, err := lab.Open(t.Context(), lab.Options{
-		Dir: data, HTTPSAddr: "127.0.0.1:0", MASAAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		Clock: clock.New(), Logger: slog.New(slog.DiscardHandler), Metrics: prometheus.NewRegistry(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := openLabOn(t, data, clock.New())
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -90,13 +81,7 @@ func TestCA_RolloverKillNine(t *testing.T) {
 	t.Logf("%d kills, %d left a rollover in progress, %d generations in the end", caKillCycles, interrupted, len(st.Generations))
 	// The restarted lab issues with the last generation and serves its
 	// link certificates.
-	l, err = lab.Open(t.Context(), lab.Options{
-		Dir: data, HTTPSAddr: "127.0.0.1:0", MASAAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		Clock: clock.New(), Logger: slog.New(slog.DiscardHandler), Metrics: prometheus.NewRegistry(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l = openLabOn(t, data, clock.New())
 	defer l.Close()
 	if cs := l.Registrar.CACertificates(); registrar.GenerationID(cs[0]) != st.Issuing {
 		t.Errorf("the lab serves %x first, want the issuing generation %s", cs[0].SubjectKeyId, st.Issuing)

@@ -19,13 +19,21 @@ import (
 	"github.com/gatehouse-pki/gatehouse/registrar"
 )
 
+// openTestLab opens the lab in dir on free loopback ports, on a fake clock
+// at the fixed test date.
 func openTestLab(t *testing.T, dir string) *lab.Lab {
 	t.Helper()
 	fc := clock.NewFake()
 	fc.Set(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
+	return openLabOn(t, dir, fc)
+}
+
+// openLabOn opens the lab in dir on free loopback ports, on clk.
+func openLabOn(t *testing.T, dir string, clk clock.Clock) *lab.Lab {
+	t.Helper()
 	l, err := lab.Open(t.Context(), lab.Options{
 		Dir: dir, HTTPSAddr: "127.0.0.1:0", MASAAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		Clock: fc, Logger: slog.New(slog.DiscardHandler), Metrics: prometheus.NewRegistry(),
+		Clock: clk, Logger: slog.New(slog.DiscardHandler), Metrics: prometheus.NewRegistry(),
 	})
 	if err != nil {
 		t.Fatal(err)
