@@ -183,6 +183,11 @@ type Service struct {
 	chain   []*x509.Certificate
 	anchors []*x509.Certificate
 	metrics *metrics
+	// verified caches authenticated voucher-requests (verified.go).
+	verified *verifiedCache
+	// onVerify, when set (tests only), is called before each full
+	// verification of a voucher-request, that is on each cache miss.
+	onVerify func()
 }
 
 // New validates cfg (after defaults) and deps and returns the service.
@@ -196,15 +201,16 @@ func New(cfg Config, deps Deps) (*Service, error) {
 		return nil, fmt.Errorf("new masa: %w", err)
 	}
 	return &Service{
-		cfg:     cfg,
-		log:     deps.Logger.With(slog.String("component", "masa")),
-		clk:     deps.Clock,
-		store:   deps.Store,
-		audit:   deps.Audit,
-		key:     deps.SigningKey,
-		chain:   append([]*x509.Certificate(nil), deps.SigningChain...),
-		anchors: append([]*x509.Certificate(nil), deps.IDevIDAnchors...),
-		metrics: m,
+		cfg:      cfg,
+		log:      deps.Logger.With(slog.String("component", "masa")),
+		clk:      deps.Clock,
+		store:    deps.Store,
+		audit:    deps.Audit,
+		key:      deps.SigningKey,
+		chain:    append([]*x509.Certificate(nil), deps.SigningChain...),
+		anchors:  append([]*x509.Certificate(nil), deps.IDevIDAnchors...),
+		metrics:  m,
+		verified: newVerifiedCache(verifiedEntries, verifiedTTL),
 	}, nil
 }
 

@@ -46,15 +46,20 @@ type Response struct {
 	Body []byte
 }
 
-// claim is an authenticated and checked registrar voucher-request.
+// claim is an authenticated and checked registrar voucher-request: what
+// the MASA needs of it once verified, and no more (claims are cached,
+// verified.go, so they hold copies, not the request's buffers).
 type claim struct {
 	format    voucher.Format
-	rvr       *voucher.Request
 	serial    string
 	nonce     string // the nonce's JSON text; "" when nonceless
+	rvrNonce  []byte // the RVR's nonce, and its text as sent, copied into the voucher
+	nonceText string
 	assertion voucher.Assertion
 	registrar *x509.Certificate // the RVR signer, equal to the TLS client leaf
-	pinned    *x509.Certificate
+	pinned    []byte            // the pinned certificate (DER)
+	pinnedNA  time.Time         // and its NotAfter
+	createdOn time.Time         // the RVR's created-on, checked again on every use
 	domainID  string
 	ownerHash [32]byte
 }
@@ -129,18 +134,18 @@ func (s *Service) sign(ctx context.Context, c *claim) ([]byte, error) {
 		CreatedOn:                  now,
 		Assertion:                  c.assertion,
 		SerialNumber:               c.serial,
-		PinnedDomainCert:           c.pinned.Raw,
+		PinnedDomainCert:           c.pinned,
 		DomainCertRevocationChecks: &no, // RFC 8995 §5.6: MAY be false
 	}}
 	if c.nonce != "" {
 		// RFC 8995 §5.5.6: the nonce is copied verbatim.
-		v.Nonce, v.NonceText = c.rvr.Nonce, c.rvr.NonceText
+		v.Nonce, v.NonceText = c.rvrNonce, c.nonceText
 	} else {
 		// RFC 8995 §5.6: a nonceless voucher expires, no later than the
 		// registrar certificate it was issued for.
 		exp := now.Add(s.cfg.NoncelessValidity)
-		for _, cert := range []*x509.Certificate{c.registrar, c.pinned} {
-			if na := cert.NotAfter.UTC().Truncate(time.Second); na.Before(exp) {
+		for _, notAfter := range []time.Time{c.registrar.NotAfter, c.pinnedNA} {
+			if na := notAfter.UTC().Truncate(time.Second); na.Before(exp) {
 				exp = na
 			}
 		}
@@ -225,58 +230,112 @@ func certID(c *x509.Certificate) string {
 
 // authorize authenticates the registrar and checks the RVR and the PVR it
 // wraps (RFC 8995 §5.5.1–§5.5.6; cBRSKI for the COSE form). Failures are
-// problem errors.
+// problem errors. A byte-identical request from the same TLS client
+// certificate that was authenticated before is answered from the cache of
+// verified requests (verified.go), with its time-dependent checks applied
+// again.
 func (s *Service) authorize(raw []byte, mediaType string, peer []*x509.Certificate) (*claim, error) {
 	if len(peer) == 0 || peer[0] == nil {
 		return nil, problem.New(problem.Unauthorized, nil, "a TLS client certificate is required")
 	}
 	leaf := peer[0]
 	now := s.clk.Now()
+	key := newVerifiedKey(mediaType, leaf, raw)
+	if c, ok := s.verified.get(key, now); ok {
+		if err := s.checkCreatedOn(c.createdOn, now); err != nil {
+			return nil, err
+		}
+		return &c, nil
+	}
+	if s.onVerify != nil {
+		s.onVerify()
+	}
+	c, window, err := s.verify(raw, mediaType, leaf, now)
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) <= verifiedMaxBody {
+		s.verified.put(key, *c, window, now)
+	}
+	return c, nil
+}
+
+// verify is authorize without the cache: it verifies the RVR and the PVR
+// in full at now, and returns the claim and the window of instants at which
+// every certificate it checked is valid.
+func (s *Service) verify(raw []byte, mediaType string, leaf *x509.Certificate, now time.Time) (*claim, validity, error) {
+	window := everywhere()
 	format := voucher.FormatCMS
 	if isCOSE(mediaType) {
 		format = voucher.FormatCOSE
 	}
 	rvr, rvrCerts, err := openRVR(raw, format, leaf, now)
 	if err != nil {
-		return nil, err
+		return nil, window, err
 	}
+	window.narrow(leaf, false) // the RVR signer, pinned
 	// RFC 8995 §5.5.4: "The MASA MUST verify that the registrar
 	// voucher-request is signed by a registrar", shown by id-kp-cmcRA.
 	if !hasCMCRA(leaf) {
-		return nil, problem.New(problem.Forbidden, nil, "the registrar certificate lacks the id-kp-cmcRA extended key usage")
+		return nil, window, problem.New(problem.Forbidden, nil, "the registrar certificate lacks the id-kp-cmcRA extended key usage")
 	}
 	if rvr.SerialNumber == "" {
-		return nil, problem.New(problem.BadRequest, nil, "the registrar voucher-request has no serial-number")
+		return nil, window, problem.New(problem.BadRequest, nil, "the registrar voucher-request has no serial-number")
 	}
-	if !rvr.CreatedOn.IsZero() {
-		if d := rvr.CreatedOn.Sub(now); d > s.cfg.MaxClockSkew || d < -s.cfg.MaxClockSkew {
-			// RFC 8995 §5.6: a stale request is answered 403.
-			return nil, problem.New(problem.Forbidden, nil, "the registrar voucher-request's created-on %s is more than %s from the MASA's clock",
-				rvr.CreatedOn.UTC().Format(time.RFC3339), s.cfg.MaxClockSkew)
-		}
+	if err := s.checkCreatedOn(rvr.CreatedOn, now); err != nil {
+		return nil, window, err
 	}
-	c := &claim{format: format, rvr: rvr, serial: rvr.SerialNumber, registrar: leaf, assertion: voucher.AssertionLogged}
+	c := &claim{format: format, serial: rvr.SerialNumber, registrar: leaf, assertion: voucher.AssertionLogged, createdOn: rvr.CreatedOn}
 	if len(rvr.Nonce) > 0 {
+		c.rvrNonce, c.nonceText = bytes.Clone(rvr.Nonce), rvr.NonceText
 		c.nonce = rvr.NonceText
 		if c.nonce == "" {
 			c.nonce = base64.StdEncoding.EncodeToString(rvr.Nonce)
 		}
 	}
 	if rvr.PriorSignedVoucherRequest != nil {
-		if err := s.checkPVR(rvr, leaf, rvrCerts, now); err != nil {
-			return nil, err
+		chain, err := s.checkPVR(rvr, leaf, rvrCerts, now)
+		if err != nil {
+			return nil, window, err
+		}
+		// The IDevID's NotAfter is not checked (checkPVR); its CAs' are.
+		window.narrow(chain[0], true)
+		for _, ca := range chain[1:] {
+			window.narrow(ca, false)
 		}
 		// RFC 8995 §5.5.5: the checks passed, so the voucher asserts proximity.
 		c.assertion = voucher.AssertionProximity
 	}
 	pinned, err := pinDomain(leaf, rvrCerts, now)
 	if err != nil {
-		return nil, err
+		return nil, window, err
 	}
-	c.pinned = pinned
+	// pinDomain checked the pinned CA at now, and which candidate it picks
+	// can depend on the others' validity: narrow by every CA in the set.
+	window.narrow(pinned, false)
+	for _, rc := range rvrCerts {
+		if rc.IsCA {
+			window.narrow(rc, false)
+		}
+	}
+	c.pinned, c.pinnedNA = bytes.Clone(pinned.Raw), pinned.NotAfter
 	c.domainID = DomainID(pinned)
 	c.ownerHash = sha256.Sum256(pinned.RawSubjectPublicKeyInfo)
-	return c, nil
+	return c, window, nil
+}
+
+// checkCreatedOn applies the RVR's freshness rule at now: a created-on (if
+// any) more than MaxClockSkew from the clock is stale.
+func (s *Service) checkCreatedOn(createdOn, now time.Time) error {
+	if createdOn.IsZero() {
+		return nil
+	}
+	if d := createdOn.Sub(now); d > s.cfg.MaxClockSkew || d < -s.cfg.MaxClockSkew {
+		// RFC 8995 §5.6: a stale request is answered 403.
+		return problem.New(problem.Forbidden, nil, "the registrar voucher-request's created-on %s is more than %s from the MASA's clock",
+			createdOn.UTC().Format(time.RFC3339), s.cfg.MaxClockSkew)
+	}
+	return nil
 }
 
 // openRVR verifies a registrar voucher-request of the given format against
@@ -337,8 +396,8 @@ func decodeRequest(content []byte, format voucher.Format) (*voucher.Request, err
 }
 
 // checkPVR verifies the pledge voucher-request inside the RVR (RFC 8995
-// §5.5.5, §5.5.6).
-func (s *Service) checkPVR(rvr *voucher.Request, registrar *x509.Certificate, rvrCerts []*x509.Certificate, now time.Time) error {
+// §5.5.5, §5.5.6) and returns the IDevID's verified chain, signer first.
+func (s *Service) checkPVR(rvr *voucher.Request, registrar *x509.Certificate, rvrCerts []*x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
 	// The IDevID may be past its NotAfter (RFC 8995 §2.6.2: 802.1AR
 	// certificates are long-lived); it must still chain to a manufacturer CA.
 	opts := voucher.VerifyOptions{Anchors: s.anchors, Time: now, IgnoreSignerExpiry: true}
@@ -360,35 +419,35 @@ func (s *Service) checkPVR(rvr *voucher.Request, registrar *x509.Certificate, rv
 		err = fmt.Errorf("%w: prior-signed-voucher-request is neither CMS nor COSE", voucher.ErrUnsupported)
 	}
 	if err != nil {
-		return problem.New(problem.Forbidden, err, "the pledge voucher-request is not signed by an IDevID of this manufacturer")
+		return nil, problem.New(problem.Forbidden, err, "the pledge voucher-request is not signed by an IDevID of this manufacturer")
 	}
 	pvr, err := decodeRequest(content, format)
 	if err != nil {
-		return problem.New(problem.Forbidden, err, "the pledge voucher-request does not decode: %s", safeDetail(err))
+		return nil, problem.New(problem.Forbidden, err, "the pledge voucher-request does not decode: %s", safeDetail(err))
 	}
 	// RFC 8995 §5.5.5: "the MASA MUST verify that the serial-number field
 	// of the registrar voucher-request matches the serial number of the
 	// pledge's IDevID" (X.520 serialNumber, §2.3.1).
 	serial, err := pki.SerialNumber(v.Signer, "")
 	if err != nil {
-		return problem.New(problem.Forbidden, err, "the pledge's IDevID carries no usable serialNumber")
+		return nil, problem.New(problem.Forbidden, err, "the pledge's IDevID carries no usable serialNumber")
 	}
 	if serial != rvr.SerialNumber || (pvr.SerialNumber != "" && pvr.SerialNumber != rvr.SerialNumber) {
-		return problem.New(problem.Forbidden, nil, "the serial-number %q does not match the pledge's IDevID %q", rvr.SerialNumber, serial)
+		return nil, problem.New(problem.Forbidden, nil, "the serial-number %q does not match the pledge's IDevID %q", rvr.SerialNumber, serial)
 	}
 	// RFC 8995 §5.5.6: the RVR's nonce must be the pledge's, byte for byte.
 	if !rvr.NonceEqual(&pvr.Fields) {
-		return problem.New(problem.Forbidden, nil, "the registrar voucher-request's nonce differs from the pledge's")
+		return nil, problem.New(problem.Forbidden, nil, "the registrar voucher-request's nonce differs from the pledge's")
 	}
 	// RFC 8995 §5.5.5: the pledge's proximity-registrar-cert must be the
 	// registrar's (its key in the RVR signer or chain).
 	if !proximityMatches(pvr, registrar, rvrCerts) {
-		return problem.New(problem.Forbidden, nil, "the pledge's proximity-registrar-cert is not the registrar that signed this request")
+		return nil, problem.New(problem.Forbidden, nil, "the pledge's proximity-registrar-cert is not the registrar that signed this request")
 	}
 	if len(rvr.IDevIDIssuer) > 0 && !issuerMatches(rvr.IDevIDIssuer, v.Signer) {
-		return problem.New(problem.Forbidden, nil, "the idevid-issuer does not name the pledge IDevID's issuer")
+		return nil, problem.New(problem.Forbidden, nil, "the idevid-issuer does not name the pledge IDevID's issuer")
 	}
-	return nil
+	return v.Chain, nil
 }
 
 // proximityMatches reports whether the PVR's proximity pin names the key of
