@@ -61,3 +61,5 @@ require (
 replace github.com/weppos/publicsuffix-go => github.com/weppos/publicsuffix-go v0.50.3
 
 replace github.com/globalsign/tpmkeys => github.com/globalsign/tpmkeys v1.0.3
+
+replace github.com/pion/dtls/v3 => ./third_party/pion-dtls
