@@ -9,10 +9,11 @@
 //   - DTLS 1.2 only (pion/dtls), cookie exchange (HelloVerifyRequest),
 //     a client certificate required, ECDHE-ECDSA with AES-128-CCM-8 (the
 //     RFC 9148/7925 mandatory suite) or AES-128-GCM.
-//   - The socket is this package's (front.go): only a well-formed
-//     cookieless ClientHello from an unknown address creates a (capped)
-//     pending peer, and a session slot is taken only when the client
-//     echoes its cookie (RFC 6347 §4.2.1).
+//   - The socket is this package's (front.go), and so is the cookie
+//     exchange (RFC 6347 §4.2.1): a stateless HMAC cookie, so nothing is
+//     kept for an address until it echoes a valid one; then it takes a
+//     session slot and pion (patched, third_party/pion-dtls) continues
+//     the handshake.
 //   - Every request datagram is checked by this package's own parser
 //     before go-coap decodes it (CheckRequest): a malformed header is
 //     dropped or reset, an unrecognised critical option, a repeated

@@ -2,9 +2,13 @@ package coap
 
 import (
 	"bytes"
-	"container/list"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"errors"
+	"hash"
 	"net"
 	"net/netip"
 	"os"
@@ -14,36 +18,51 @@ import (
 
 // front owns the UDP socket and hands pion one net.PacketConn per peer
 // (pion's own listener would create a connection for any handshake
-// record). It decides what may create state and what may take a session
-// slot:
+// record). It runs the cookie exchange of RFC 6347 §4.2.1 itself,
+// statelessly, so nothing is kept for an address until it has proven it
+// receives what is sent to it (reliability F08):
 //
-//   - a datagram from an unknown address creates a peer only if it is a
-//     well-formed cookieless ClientHello (parseClientHello); anything else,
-//     including a ClientHello carrying a cookie for which nothing is held,
-//     is dropped without state;
-//   - a peer is pending until it echoes the cookie of the
-//     HelloVerifyRequest pion sent it (RFC 6347 §4.2.1: the address is
-//     then proven). Until then only ClientHellos pass, a wrong cookie is
-//     dropped, and the peer holds no session slot. Pending peers are
-//     capped (maxPending); the oldest is dropped to admit a new one;
-//   - echoing the cookie takes a session slot, or, with MaxSessions open,
-//     the peer is dropped (new handshakes refused, reliability F09).
+//   - a datagram from an address without a session is looked at only if
+//     it is one well-formed ClientHello (parseClientHello); anything else
+//     is dropped;
+//   - a ClientHello without a cookie, or with one that does not verify, is
+//     answered with a HelloVerifyRequest whose cookie is an HMAC of the
+//     source address and the hello's parameters under a key of the
+//     current cookie period; nothing is kept, and the answer is shorter
+//     than the hello (no amplification);
+//   - a ClientHello whose cookie verifies (this period's key or the
+//     previous one) creates the session's peer, takes a session slot (or,
+//     with MaxSessions open, is refused: reliability F09) and goes to
+//     pion, which is told to skip its own cookie round and continues the
+//     handshake from message_seq 1 (the one-line patch in
+//     third_party/pion-dtls).
 //
-// A pending peer still costs pion's per-connection state. pion v3.1.15
-// cannot take over a ClientHello whose cookie it did not issue itself
-// (docs/flows/coap.md), so the HelloVerifyRequest is pion's.
+// A new handshake from the address of a session (RFC 6347 §4.2.8, a
+// client restarted on a fixed port) goes through the same stateless
+// exchange, and replaces the session only when its cookie verifies, so a
+// spoofed ClientHello cannot end a session.
 type front struct {
-	pc         *net.UDPConn
-	srv        *Server
-	maxPending int
-	accept     chan *peer
-	done       chan struct{}
+	pc     *net.UDPConn
+	srv    *Server
+	accept chan *peer
+	done   chan struct{}
+	// key is the cookie secret; each cookie period's key is an HMAC of
+	// the period's number under it.
+	key  [32]byte
+	macs sync.Pool // of *cookieMAC
 
-	mu      sync.Mutex
-	peers   map[netip.AddrPort]*peer
-	pending list.List // of *peer, oldest first
-	active  int
+	mu     sync.Mutex
+	peers  map[netip.AddrPort]*peer
+	active int
 }
+
+// cookiePeriod is how long a cookie key is current; a cookie verifies
+// during its period and the next, so for one to two periods. A client
+// echoes its cookie within one round trip.
+const cookiePeriod = time.Minute
+
+// cookieLen is the length of a cookie: a truncated HMAC-SHA256.
+const cookieLen = 16
 
 // maxPeerQueue bounds what one peer may have queued for pion to read
 // (reliability F10: 64 KiB per peer).
@@ -53,17 +72,79 @@ const maxPeerQueue = 64 << 10
 // would be truncated there, so it is dropped here.
 const maxDatagram = 8192
 
-func newFront(pc *net.UDPConn, srv *Server) *front {
+func newFront(pc *net.UDPConn, srv *Server) (*front, error) {
 	f := &front{
-		pc:         pc,
-		srv:        srv,
-		maxPending: max(256, srv.cfg.MaxSessions),
-		accept:     make(chan *peer, 64),
-		done:       make(chan struct{}),
-		peers:      map[netip.AddrPort]*peer{},
+		pc:     pc,
+		srv:    srv,
+		accept: make(chan *peer, 64),
+		done:   make(chan struct{}),
+		peers:  map[netip.AddrPort]*peer{},
 	}
+	if _, err := rand.Read(f.key[:]); err != nil {
+		return nil, err
+	}
+	f.macs.New = func() any { return &cookieMAC{} }
 	go f.serve()
-	return f
+	return f, nil
+}
+
+// cookieMAC holds the keyed HMACs of two cookie periods (by parity), so
+// checking a cookie against this period and the last derives no key.
+type cookieMAC struct {
+	period [2]int64
+	mac    [2]hash.Hash
+	sum    [sha256.Size]byte
+}
+
+// cookie returns the cookie for a hello from ap in the given period; the
+// result is valid until the next call with c.
+func (f *front) cookie(c *cookieMAC, period int64, ap netip.AddrPort, h clientHello) []byte {
+	i := period & 1
+	if c.mac[i] == nil || c.period[i] != period {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(period)) //nolint:gosec // a period number, any bits will do
+		pk := hmac.New(sha256.New, f.key[:])
+		pk.Write(n[:])
+		c.mac[i], c.period[i] = hmac.New(sha256.New, pk.Sum(nil)), period
+	}
+	m := c.mac[i]
+	m.Reset()
+	var addr [18]byte
+	ip := ap.Addr().As16()
+	copy(addr[:], ip[:])
+	binary.BigEndian.PutUint16(addr[16:], ap.Port())
+	m.Write(addr[:])
+	m.Write(h.head)
+	m.Write(h.tail)
+	return m.Sum(c.sum[:0])[:cookieLen]
+}
+
+// cookieValid reports whether h carries the cookie ap was sent in this
+// cookie period or the previous one.
+func (f *front) cookieValid(ap netip.AddrPort, h clientHello) bool {
+	if len(h.cookie) != cookieLen {
+		return false
+	}
+	period := f.srv.clk.Now().UnixNano() / int64(cookiePeriod)
+	c, _ := f.macs.Get().(*cookieMAC)
+	defer f.macs.Put(c)
+	for _, p := range []int64{period, period - 1} {
+		if subtle.ConstantTimeCompare(f.cookie(c, p, ap, h), h.cookie) == 1 {
+			return true
+		}
+	}
+	return false
+}
+
+// helloVerify answers h from ap with a HelloVerifyRequest of this cookie
+// period.
+func (f *front) helloVerify(ap netip.AddrPort, h clientHello) {
+	period := f.srv.clk.Now().UnixNano() / int64(cookiePeriod)
+	c, _ := f.macs.Get().(*cookieMAC)
+	var buf [recordHeaderLen + handshakeHeaderLen + 3 + cookieLen]byte
+	out := helloVerifyRequest(buf[:0], h.recordSeq, f.cookie(c, period, ap, h))
+	f.macs.Put(c)
+	_, _ = f.pc.WriteToUDPAddrPort(out, ap)
 }
 
 // Accept returns the next new peer (dtlsnet.PacketListener).
@@ -115,103 +196,53 @@ func (f *front) serve() {
 func (f *front) handle(d []byte, ap netip.AddrPort) {
 	f.mu.Lock()
 	p := f.peers[ap]
+	f.mu.Unlock()
 	if p == nil {
-		f.mu.Unlock()
-		f.admit(d, ap, nil)
-		return
-	}
-	if p.verified {
-		f.routeVerified(p, d, ap)
+		f.hello(d, ap, nil)
 		return
 	}
 	h, ok := parseClientHello(d)
 	switch {
 	case !ok:
-		f.mu.Unlock()
-		f.srv.metrics.hellos.WithLabelValues("dropped").Inc()
-		return
-	case len(h.cookie) == 0 && !bytes.Equal(h.random, p.random[:]):
-		// A new handshake from the same address (a client that
-		// restarted): pion would not answer it, so start afresh.
-		f.mu.Unlock()
-		_ = p.Close()
-		f.admit(d, ap, nil)
-		return
-	case len(h.cookie) == 0:
-		// A retransmitted first ClientHello: pion answers again.
-	case p.cookie == nil || subtle.ConstantTimeCompare(h.cookie, p.cookie) != 1:
-		f.mu.Unlock()
-		f.srv.metrics.hellos.WithLabelValues("bad_cookie").Inc()
-		return
-	case f.active >= f.srv.cfg.MaxSessions:
-		f.mu.Unlock()
-		f.srv.metrics.refused.Inc()
-		_ = p.Close()
-		return
-	default:
-		f.active++
-		p.verified = true
-		f.pending.Remove(p.elem)
-		p.elem = nil
-		f.srv.metrics.sessions.Inc()
-		f.srv.metrics.hellos.WithLabelValues("verified").Inc()
-	}
-	f.mu.Unlock()
-	p.enqueue(d)
-}
-
-// routeVerified routes a datagram from a peer past its cookie; f.mu is
-// held and is released. RFC 6347 §4.2.8: a new cookieless ClientHello on
-// the address of a session (a client that restarted on a fixed port)
-// starts a successor peer with its own cookie exchange, and the session
-// gives way only when the successor's cookie comes back, so a spoofed
-// ClientHello cannot end a session.
-func (f *front) routeVerified(p *peer, d []byte, ap netip.AddrPort) {
-	h, ok := parseClientHello(d)
-	if ok {
-		s := p.successor
-		switch {
-		case len(h.cookie) == 0 && bytes.Equal(h.random, p.random[:]):
-			// A late copy of this session's first ClientHello.
-			f.mu.Unlock()
-			f.srv.metrics.hellos.WithLabelValues("dropped").Inc()
-			return
-		case len(h.cookie) == 0 && s != nil && bytes.Equal(h.random, s.random[:]):
-			f.mu.Unlock()
-			s.enqueue(d)
-			return
-		case len(h.cookie) == 0:
-			f.mu.Unlock()
-			if s != nil {
-				_ = s.Close()
-			}
-			f.admit(d, ap, p)
-			return
-		case s != nil && s.cookie != nil && subtle.ConstantTimeCompare(h.cookie, s.cookie) == 1:
-			p.successor, s.owner = nil, nil
-			f.peers[ap] = s
-			f.mu.Unlock()
-			_ = p.Close()
-			f.handle(d, ap)
-			return
+		p.enqueue(d)
+	case bytes.Equal(h.random, p.random[:]):
+		// This session's hello again: a retransmission for pion to
+		// answer if it echoes the cookie, a late copy of the first,
+		// cookieless one otherwise.
+		if len(h.cookie) != 0 {
+			p.enqueue(d)
 		}
+	default:
+		f.hello(d, ap, p)
 	}
-	f.mu.Unlock()
-	p.enqueue(d)
 }
 
-// admit creates a pending peer for a cookieless ClientHello from an
-// unknown address, or from the address of owner, a session (as its
-// successor), dropping the oldest pending peer when maxPending are.
-func (f *front) admit(d []byte, ap netip.AddrPort, owner *peer) {
+// hello answers a datagram from an address without a session, or a new
+// handshake from the address of old: a ClientHello without a valid cookie
+// gets a HelloVerifyRequest and leaves nothing behind; one with a valid
+// cookie becomes a peer in a session slot, replacing old.
+func (f *front) hello(d []byte, ap netip.AddrPort, old *peer) {
 	h, ok := parseClientHello(d)
-	if !ok || len(h.cookie) != 0 {
+	if !ok {
 		f.srv.metrics.hellos.WithLabelValues("dropped").Inc()
 		return
+	}
+	if !f.cookieValid(ap, h) {
+		// RFC 6347 §4.2.1: a hello with a cookie that does not verify
+		// (an old period's, or forged) is treated as one without.
+		verdict := "challenged"
+		if len(h.cookie) != 0 {
+			verdict = "bad_cookie"
+		}
+		f.srv.metrics.hellos.WithLabelValues(verdict).Inc()
+		f.helloVerify(ap, h)
+		return
+	}
+	if old != nil {
+		_ = old.Close()
 	}
 	p := &peer{f: f, addr: ap, raddr: net.UDPAddrFromAddrPort(ap), wake: make(chan struct{}, 1)}
 	copy(p.random[:], h.random)
-	var evict *peer
 	f.mu.Lock()
 	select {
 	case <-f.done:
@@ -219,8 +250,16 @@ func (f *front) admit(d []byte, ap netip.AddrPort, owner *peer) {
 		return
 	default:
 	}
-	if f.pending.Len() >= f.maxPending {
-		evict, _ = f.pending.Front().Value.(*peer)
+	if cur := f.peers[ap]; cur != nil {
+		// Another datagram of this address made a peer meanwhile.
+		f.mu.Unlock()
+		f.handle(d, ap)
+		return
+	}
+	if f.active >= f.srv.cfg.MaxSessions {
+		f.mu.Unlock()
+		f.srv.metrics.refused.Inc()
+		return
 	}
 	select {
 	case f.accept <- p:
@@ -229,71 +268,43 @@ func (f *front) admit(d []byte, ap netip.AddrPort, owner *peer) {
 		f.srv.metrics.hellos.WithLabelValues("dropped").Inc()
 		return
 	}
-	switch cur := f.peers[ap]; {
-	case owner != nil && cur == owner:
-		owner.successor, p.owner = p, owner
-	case cur == nil:
-		f.peers[ap] = p
-	default:
-		// The address changed hands meanwhile; pion drops p when its
-		// handshake times out, and nothing routes to it.
-	}
-	p.elem = f.pending.PushBack(p)
+	f.peers[ap] = p
+	f.active++
+	p.counted = true
 	f.mu.Unlock()
-	f.srv.metrics.hellos.WithLabelValues("pending").Inc()
-	if evict != nil {
-		f.srv.metrics.hellos.WithLabelValues("evicted").Inc()
-		_ = evict.Close()
-	}
+	f.srv.metrics.sessions.Inc()
+	f.srv.metrics.hellos.WithLabelValues("verified").Inc()
 	p.enqueue(d)
 }
 
-// release forgets p, and frees its session slot if it held one.
+// release forgets p and frees its session slot.
 func (f *front) release(p *peer) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.peers[p.addr] == p {
-		if s := p.successor; s != nil {
-			f.peers[p.addr], s.owner, p.successor = s, nil, nil
-		} else {
-			delete(f.peers, p.addr)
-		}
+		delete(f.peers, p.addr)
 	}
-	if o := p.owner; o != nil {
-		if o.successor == p {
-			o.successor = nil
-		}
-		p.owner = nil
-	}
-	if p.verified {
-		p.verified = false
+	if p.counted {
+		p.counted = false
 		f.active--
 		f.srv.metrics.sessions.Dec()
 	}
-	if p.elem != nil {
-		f.pending.Remove(p.elem)
-		p.elem = nil
-	}
 }
 
-// peer is one remote address as pion sees it: a net.PacketConn reading
-// the datagrams the front queued for it and writing to the socket.
+// peer is one remote address past the cookie exchange as pion sees it: a
+// net.PacketConn reading the datagrams the front queued for it and
+// writing to the socket.
 type peer struct {
 	f     *front
 	addr  netip.AddrPort
 	raddr *net.UDPAddr
 	wake  chan struct{} // one token: something changed
-	// random is the first ClientHello's, to tell its retransmissions
-	// from a new handshake.
+	// random is the ClientHello's, to tell its retransmissions from a new
+	// handshake.
 	random [32]byte
 
-	// Guarded by f.mu.
-	verified bool
-	cookie   []byte
-	elem     *list.Element
-	// successor is a pending peer for a new handshake from this
-	// session's address; owner is the session a successor would replace.
-	successor, owner *peer
+	// counted (guarded by f.mu) is set while p holds a session slot.
+	counted bool
 
 	mu       sync.Mutex
 	queue    [][]byte
@@ -361,16 +372,8 @@ func (p *peer) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
-// WriteTo sends b to the peer, noting the cookie of the
-// HelloVerifyRequest pion sends a pending peer.
+// WriteTo sends b to the peer.
 func (p *peer) WriteTo(b []byte, _ net.Addr) (int, error) {
-	if c, ok := parseHelloVerifyRequest(b); ok {
-		p.f.mu.Lock()
-		if !p.verified {
-			p.cookie = append(p.cookie[:0], c...)
-		}
-		p.f.mu.Unlock()
-	}
 	return p.f.pc.WriteToUDPAddrPort(b, p.addr)
 }
 

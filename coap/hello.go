@@ -16,11 +16,19 @@ const (
 	maxSessionIDLen = 32
 )
 
-// clientHello is what the front needs from a ClientHello.
+// clientHello is what the front needs from a ClientHello. Every slice
+// aliases the datagram.
 type clientHello struct {
-	// random and cookie alias the datagram.
-	random []byte
-	cookie []byte
+	// recordSeq is the record's sequence number, which a
+	// HelloVerifyRequest repeats (RFC 6347 §4.2.1).
+	recordSeq []byte
+	random    []byte
+	cookie    []byte
+	// head is client_version, random and session_id; tail is
+	// cipher_suites and compression_methods: with the cookie between
+	// them left out, the parameters a client must repeat when it echoes
+	// the cookie, which the cookie is bound to.
+	head, tail []byte
 }
 
 // parseClientHello accepts a datagram only when it is exactly one DTLS
@@ -47,6 +55,7 @@ func parseClientHello(b []byte) (clientHello, bool) {
 	if !ok {
 		return clientHello{}, false
 	}
+	tail := rest
 	suites, rest, ok := vector16(rest)
 	if !ok || len(suites) < 2 || len(suites)%2 != 0 {
 		return clientHello{}, false
@@ -61,28 +70,33 @@ func parseClientHello(b []byte) (clientHello, bool) {
 			return clientHello{}, false
 		}
 	}
-	return clientHello{random: body[2:34], cookie: cookie}, true
+	return clientHello{
+		recordSeq: b[5:11],
+		random:    body[2:34],
+		cookie:    cookie,
+		head:      body[:34+1+len(sid)],
+		tail:      tail[:len(tail)-len(rest)],
+	}, true
 }
 
-// parseHelloVerifyRequest returns the cookie of a HelloVerifyRequest in
-// the first record of b (what pion sends for a cookieless ClientHello).
-func parseHelloVerifyRequest(b []byte) ([]byte, bool) {
-	if len(b) < recordHeaderLen {
-		return nil, false
-	}
-	n := int(binary.BigEndian.Uint16(b[11:13]))
-	if len(b) < recordHeaderLen+n {
-		return nil, false
-	}
-	body, ok := handshakeMessage(b[:recordHeaderLen+n], typeHelloVerifyRequest)
-	if !ok || len(body) < 2 {
-		return nil, false
-	}
-	cookie, rest, ok := vector8(body[2:])
-	if !ok || len(rest) != 0 || len(cookie) == 0 {
-		return nil, false
-	}
-	return cookie, true
+// helloVerifyRequest appends to dst a record holding a HelloVerifyRequest
+// with cookie (at most 255 bytes), answering a ClientHello with record sequence number seq
+// (6 bytes): RFC 6347 §4.2.1 has the server repeat it and send version
+// DTLS 1.0 (0xfeff) in both the record and the message, and the message is
+// the server's first, message_seq 0.
+func helloVerifyRequest(dst, seq, cookie []byte) []byte {
+	n := uint8(len(cookie)) //nolint:gosec // callers pass cookieLen bytes
+	body := 2 + 1 + uint16(n)
+	dst = append(dst, contentHandshake, 0xfe, 0xff, 0, 0)
+	dst = append(dst, seq...)
+	dst = binary.BigEndian.AppendUint16(dst, handshakeHeaderLen+body)
+	// msg_type, length, message_seq 0, fragment_offset 0, fragment_length
+	dst = append(dst, typeHelloVerifyRequest, 0)
+	dst = binary.BigEndian.AppendUint16(dst, body)
+	dst = append(dst, 0, 0, 0, 0, 0, 0)
+	dst = binary.BigEndian.AppendUint16(dst, body)
+	dst = append(dst, 0xfe, 0xff, n)
+	return append(dst, cookie[:n]...)
 }
 
 // handshakeMessage returns the body of the one unfragmented handshake

@@ -88,31 +88,93 @@ func TestParseClientHello(t *testing.T) {
 	}
 }
 
-func TestParseHelloVerifyRequest(t *testing.T) {
+// TestHelloVerifyRequest: the front's HelloVerifyRequest is what pion's
+// parser reads (record and message version DTLS 1.0, the hello's record
+// sequence number, message_seq 0, the cookie) and shorter than the hello.
+func TestHelloVerifyRequest(t *testing.T) {
 	t.Parallel()
-	cookie := bytes.Repeat([]byte{7}, 20)
-	hvr := marshalRecord(t, &handshake.MessageHelloVerifyRequest{Version: protocol.Version1_2, Cookie: cookie})
-	if c, ok := parseHelloVerifyRequest(hvr); !ok || !bytes.Equal(c, cookie) {
-		t.Fatalf("parse = %x %v, want %x", c, ok, cookie)
+	in := helloRecord(t, nil)
+	in[10] = 9 // record sequence number 9
+	h, ok := parseClientHello(in)
+	if !ok {
+		t.Fatal("hello refused")
 	}
-	// Followed by another record in the same datagram: the first counts.
-	if c, ok := parseHelloVerifyRequest(append(append([]byte(nil), hvr...), hvr...)); !ok || !bytes.Equal(c, cookie) {
-		t.Fatalf("two records: %x %v", c, ok)
+	cookie := bytes.Repeat([]byte{7}, cookieLen)
+	out := helloVerifyRequest(nil, h.recordSeq, cookie)
+	if len(out) >= len(in) {
+		t.Fatalf("HelloVerifyRequest of %d bytes for a hello of %d", len(out), len(in))
 	}
-	for _, bad := range [][]byte{nil, hvr[:len(hvr)-1], helloRecord(t, cookie), marshalRecord(t, &handshake.MessageHelloVerifyRequest{Version: protocol.Version1_2})} {
-		if c, ok := parseHelloVerifyRequest(bad); ok {
-			t.Fatalf("parse(%x) = %x, want refusal", bad, c)
+	var rec recordlayer.RecordLayer
+	if err := rec.Unmarshal(out); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Header.SequenceNumber != 9 || !rec.Header.Version.Equal(protocol.Version1_0) || rec.Header.Epoch != 0 {
+		t.Fatalf("record header %+v", rec.Header)
+	}
+	hs, ok := rec.Content.(*handshake.Handshake)
+	if !ok {
+		t.Fatalf("content %T", rec.Content)
+	}
+	hvr, ok := hs.Message.(*handshake.MessageHelloVerifyRequest)
+	if !ok || hs.Header.MessageSequence != 0 {
+		t.Fatalf("message %T, message_seq %d", hs.Message, hs.Header.MessageSequence)
+	}
+	if !hvr.Version.Equal(protocol.Version1_0) || !bytes.Equal(hvr.Cookie, cookie) {
+		t.Fatalf("HelloVerifyRequest %+v", hvr)
+	}
+}
+
+// TestClientHelloParameters: the parameters a cookie is bound to are
+// those RFC 6347 §4.2.1 has a client repeat (version, random,
+// session_id, cipher_suites, compression_methods): the cookie itself and
+// the extensions are not among them, each of the others is.
+func TestClientHelloParameters(t *testing.T) {
+	t.Parallel()
+	params := func(b []byte) string {
+		h, ok := parseClientHello(b)
+		if !ok {
+			t.Fatal("hello refused")
+		}
+		return string(h.head) + "|" + string(h.tail)
+	}
+	base := &handshake.MessageClientHello{
+		Version:            protocol.Version1_2,
+		CipherSuiteIDs:     []uint16{0xc0ae, 0xc02b},
+		CompressionMethods: []*protocol.CompressionMethod{{}},
+	}
+	with := func(f func(m *handshake.MessageClientHello)) []byte {
+		m := *base
+		f(&m)
+		return marshalRecord(t, &m)
+	}
+	ref := params(with(func(*handshake.MessageClientHello) {}))
+	if p := params(with(func(m *handshake.MessageClientHello) {
+		m.Cookie = []byte{1, 2, 3}
+		m.Extensions = []extension.Extension{&extension.ServerName{ServerName: "x"}}
+	})); p != ref {
+		t.Fatal("cookie or extensions change the bound parameters")
+	}
+	for name, f := range map[string]func(m *handshake.MessageClientHello){
+		"random":     func(m *handshake.MessageClientHello) { m.Random.RandomBytes[0] = 1 },
+		"session_id": func(m *handshake.MessageClientHello) { m.SessionID = []byte{1} },
+		"suites":     func(m *handshake.MessageClientHello) { m.CipherSuiteIDs = []uint16{0xc0ae} },
+		"compression": func(m *handshake.MessageClientHello) {
+			m.CompressionMethods = append(m.CompressionMethods, &protocol.CompressionMethod{ID: 1})
+		},
+	} {
+		if params(with(f)) == ref {
+			t.Errorf("%s is not bound", name)
 		}
 	}
 }
 
-// FuzzParseClientHello: the front's parsers never panic, return a cookie
-// inside the input, and refuse any truncation of what they accept (every
-// length is checked exactly).
+// FuzzParseClientHello: the front's parser never panics, returns a cookie
+// inside the input, refuses any truncation of what it accepts (every
+// length is checked exactly), and what it accepts is answered with fewer
+// bytes.
 func FuzzParseClientHello(f *testing.F) {
 	f.Add(helloRecord(f, nil))
 	f.Add(helloRecord(f, bytes.Repeat([]byte{1}, 32)))
-	f.Add(marshalRecord(f, &handshake.MessageHelloVerifyRequest{Version: protocol.Version1_2, Cookie: []byte{1, 2, 3}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if h, ok := parseClientHello(b); ok {
 			if len(h.cookie) > 255 || (len(h.cookie) > 0 && !bytes.Contains(b, h.cookie)) {
@@ -121,10 +183,13 @@ func FuzzParseClientHello(f *testing.F) {
 			if _, ok := parseClientHello(b[:len(b)-1]); ok {
 				t.Fatal("a truncated ClientHello was accepted")
 			}
-		}
-		if c, ok := parseHelloVerifyRequest(b); ok {
-			if len(c) == 0 || !bytes.Contains(b, c) {
-				t.Fatalf("cookie %x not from the input", c)
+			if len(h.recordSeq) != 6 || len(h.head) < 35 || len(h.tail) < 5 {
+				t.Fatalf("parameters: seq %x head %x tail %x", h.recordSeq, h.head, h.tail)
+			}
+			// The answer is never larger than the hello (F08: no
+			// amplification).
+			if out := helloVerifyRequest(nil, h.recordSeq, make([]byte, cookieLen)); len(out) >= len(b) {
+				t.Fatalf("HelloVerifyRequest of %d bytes for a hello of %d", len(out), len(b))
 			}
 		}
 	})

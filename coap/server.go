@@ -32,8 +32,9 @@ type Config struct {
 	// (reliability F10). Default 10s.
 	HandshakeTimeout time.Duration
 	// MaxSessions caps concurrent DTLS sessions: a session takes its slot
-	// when the client echoes the HelloVerifyRequest cookie, so handshakes
-	// past the cookie count and cookieless ClientHellos do not; a handshake
+	// when the client echoes a valid HelloVerifyRequest cookie, so
+	// handshakes past the cookie count and cookieless ClientHellos do not
+	// (they leave no state at all); a handshake
 	// beyond the cap is refused (reliability F08, F09). Default 128.
 	MaxSessions int
 	// IdleTimeout closes a session with no traffic. Default 2m.
@@ -149,43 +150,48 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Logger == nil || deps.Clock == nil || deps.Metrics == nil || deps.Registrar == nil || deps.EST == nil {
 		return nil, errors.New("new coap server: Logger, Clock, Metrics, Registrar and EST are required")
 	}
-	f := promauto.With(deps.Metrics)
 	s := &Server{
-		cfg: cfg,
-		log: deps.Logger.With(slog.String("component", "coap")),
-		clk: deps.Clock,
-		reg: deps.Registrar,
-		est: deps.EST,
-		metrics: &metrics{
-			requests: f.NewCounterVec(prometheus.CounterOpts{
-				Name: "brski_coap_requests_total",
-				Help: "CoAP requests by resource and response code class.",
-			}, []string{"resource", "code"}),
-			sessions: f.NewGauge(prometheus.GaugeOpts{
-				Name: "brski_coap_sessions",
-				Help: "DTLS sessions open, handshakes past the cookie exchange included.",
-			}),
-			refused: f.NewCounter(prometheus.CounterOpts{
-				Name: "brski_coap_sessions_refused_total",
-				Help: "DTLS handshakes refused because MaxSessions were open.",
-			}),
-			hellos: f.NewCounterVec(prometheus.CounterOpts{
-				Name: "brski_coap_client_hellos_total",
-				Help: "Datagrams from peers without a session, by verdict: pending (a cookieless ClientHello, answered with a HelloVerifyRequest), verified (the cookie echoed), bad_cookie, dropped (anything else), evicted (a pending peer dropped for a newer one).",
-			}, []string{"verdict"}),
-			dropped: f.NewCounterVec(prometheus.CounterOpts{
-				Name: "brski_coap_datagrams_rejected_total",
-				Help: "Request datagrams answered or dropped before the CoAP stack, by verdict (drop, reply).",
-			}, []string{"verdict"}),
-		},
+		cfg:      cfg,
+		log:      deps.Logger.With(slog.String("component", "coap")),
+		clk:      deps.Clock,
+		reg:      deps.Registrar,
+		est:      deps.EST,
+		metrics:  newMetrics(deps.Metrics),
 		sessions: map[*udpclient.Conn]*session{},
 	}
 	s.routes = s.newRoutes()
 	return s, nil
 }
 
-// dtlsOptions are the DTLS 1.2 server options: the RA certificate,
-// cookies (pion sends a HelloVerifyRequest unless told not to), a client
+// newMetrics registers the listener's metrics with r.
+func newMetrics(r prometheus.Registerer) *metrics {
+	f := promauto.With(r)
+	return &metrics{
+		requests: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "brski_coap_requests_total",
+			Help: "CoAP requests by resource and response code class.",
+		}, []string{"resource", "code"}),
+		sessions: f.NewGauge(prometheus.GaugeOpts{
+			Name: "brski_coap_sessions",
+			Help: "DTLS sessions open, handshakes past the cookie exchange included.",
+		}),
+		refused: f.NewCounter(prometheus.CounterOpts{
+			Name: "brski_coap_sessions_refused_total",
+			Help: "DTLS handshakes refused because MaxSessions were open.",
+		}),
+		hellos: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "brski_coap_client_hellos_total",
+			Help: "Datagrams from addresses without a session, and new handshakes from addresses with one, by verdict: challenged (a cookieless ClientHello, answered with a stateless HelloVerifyRequest), bad_cookie (a cookie that does not verify, answered the same way), verified (a valid cookie: the handshake goes on in a session slot), dropped (anything else).",
+		}, []string{"verdict"}),
+		dropped: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "brski_coap_datagrams_rejected_total",
+			Help: "Request datagrams answered or dropped before the CoAP stack, by verdict (drop, reply).",
+		}, []string{"verdict"}),
+	}
+}
+
+// dtlsOptions are the DTLS 1.2 server options: the RA certificate, no
+// cookie round of pion's own (the front has run it), a client
 // certificate required and verified by the registrar, the RFC 7925
 // mandatory suite and AES-128-GCM, a 1024-byte path MTU (cBRSKI).
 func (s *Server) dtlsOptions() []piondtls.ServerOption {
@@ -205,6 +211,7 @@ func (s *Server) dtlsOptions() []piondtls.ServerOption {
 			return s.reg.VerifyPeer(context.Background(), certs)
 		}),
 		piondtls.WithMTU(1024),
+		piondtls.WithInsecureSkipVerifyHello(true),
 	}
 }
 
@@ -241,7 +248,11 @@ func (s *Server) Listen(addr string) (*Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coap listen: %w", err)
 	}
-	fr := newFront(pc, s)
+	fr, err := newFront(pc, s)
+	if err != nil {
+		_ = pc.Close()
+		return nil, fmt.Errorf("coap listen: %w", err)
+	}
 	l, err := piondtls.NewListenerWithOptions(fr, s.dtlsOptions()...)
 	if err != nil {
 		_ = fr.Close()

@@ -235,11 +235,15 @@ func createConn(
 		maxVersion:                    maxVersion,
 	}
 
+	fragments := newFragmentBuffer()
+	// gatehouse patch: see fragmentBuffer.acceptCookieEcho.
+	fragments.acceptCookieEcho = !isClient && config.InsecureSkipVerifyHello
+
 	conn := &Conn{
 		rAddr:                   rAddr,
 		nextConn:                netctx.NewPacketConn(nextConn),
 		handshakeConfig:         handshakeConfig,
-		fragmentBuffer:          newFragmentBuffer(),
+		fragmentBuffer:          fragments,
 		handshakeCache:          newHandshakeCache(),
 		maximumTransmissionUnit: mtu,
 		paddingLengthGenerator:  paddingLengthGenerator,

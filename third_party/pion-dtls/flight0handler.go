@@ -30,6 +30,18 @@ func flight0Parse(
 	seq, msgs, ok := cache.fullPullMap(0, state.cipherSuite,
 		handshakeCachePullRule{handshake.TypeClientHello, cfg.initialEpoch, true, false},
 	)
+	afterExternalCookie := false
+	if !ok && cfg.insecureSkipHelloVerify {
+		// gatehouse patch: the caller ran the cookie exchange itself
+		// (a stateless HelloVerifyRequest with message_seq 0) and passes
+		// on only the ClientHello that echoed a valid cookie, which has
+		// message_seq 1 (RFC 6347 section 4.2.2). Answer it as the
+		// continuation of that exchange: ServerHello with message_seq 1.
+		seq, msgs, ok = cache.fullPullMap(1, state.cipherSuite,
+			handshakeCachePullRule{handshake.TypeClientHello, cfg.initialEpoch, true, false},
+		)
+		afterExternalCookie = ok
+	}
 	if !ok {
 		// No valid message received. Keep reading
 		return 0, nil, nil
@@ -51,6 +63,13 @@ func flight0Parse(
 
 	if !clientHello.Version.Equal(protocol.Version1_2) {
 		return 0, &alert.Alert{Level: alert.Fatal, Description: alert.ProtocolVersion}, errUnsupportedProtocolVersion
+	}
+	if afterExternalCookie {
+		if len(clientHello.Cookie) == 0 {
+			// message_seq 1 without a cookie answers no HelloVerifyRequest.
+			return 0, &alert.Alert{Level: alert.Fatal, Description: alert.UnexpectedMessage}, errInvalidFlight
+		}
+		state.handshakeSendSequence = 1
 	}
 
 	helloHash, err := clientHelloNegotiationHash(clientHello)

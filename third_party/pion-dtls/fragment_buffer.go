@@ -108,6 +108,11 @@ type fragmentBuffer struct {
 
 	currentMessageSequenceNumber uint16
 
+	// gatehouse patch: acceptCookieEcho (a server whose caller runs the
+	// cookie exchange) lets the first message be a ClientHello with
+	// message_seq 1, the one that echoes the caller's cookie.
+	acceptCookieEcho bool
+
 	totalBufferSize    int
 	totalFragmentCount int
 }
@@ -152,6 +157,13 @@ func (f *fragmentBuffer) push(buf []byte) (isHandshake, isRetransmit bool, err e
 		end := int(handshake.HeaderLength + header.FragmentLength)
 		if end > len(buf) {
 			return false, false, errBufferTooSmall
+		}
+		if f.acceptCookieEcho {
+			f.acceptCookieEcho = false
+			if header.Type == handshake.TypeClientHello && header.MessageSequence == 1 &&
+				recordLayerHeader.Epoch == 0 && f.currentMessageSequenceNumber == 0 && len(f.cache) == 0 {
+				f.currentMessageSequenceNumber = 1
+			}
 		}
 		data := buf[handshake.HeaderLength:end]
 		buf = buf[end:]
