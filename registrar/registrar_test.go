@@ -361,3 +361,54 @@ func errorsAsProblem(err error) (int, bool) {
 	}
 	return web.Status(p.Kind), true
 }
+
+// TestService_VoucherStatus_RecordedWithAuditLogCheck: a voucher_status
+// report is stored after the MASA audit log was fetched, in the same
+// transaction as the auditlog-checked event (one durable commit, not two):
+// the report and both events bear the instant after the fetch, and the
+// events are consecutive in the chain, the report's first.
+func TestService_VoucherStatus_RecordedWithAuditLogCheck(t *testing.T) {
+	t.Parallel()
+	fc := pkitest.NewClock()
+	mfg := pkitest.NewCA(t, pkitest.Name("Test Manufacturer IDevID CA"), pkitest.Clock(fc))
+	dom := pkitest.NewCA(t, pkitest.Name("Test Domain CA"), pkitest.Clock(fc))
+	m := masatest.Start(t, masatest.Options{Clock: fc, Manufacturer: mfg, Observe: func(path, _ string, _ []byte) {
+		if strings.HasSuffix(path, "/requestauditlog") {
+			fc.Add(time.Second) // the fetch takes a second
+		}
+	}})
+	e := &env{fc: fc, mfg: mfg, dom: dom, real: m}
+	e.reg = registrartest.Start(t, registrartest.Options{Clock: fc, Manufacturer: mfg, DomainCA: dom, MASA: m})
+	p := e.pledge(t, "SN-VS-1")
+	e.onboard(t, p)
+	before := fc.Now()
+
+	resp, _, err := p.Post(t.Context(), registrar.PathVoucherStatus, "application/json", []byte(`{"version":1,"status":true}`))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("voucher_status: %v %v", err, resp)
+	}
+	after := before.Add(time.Second)
+	tel, err := e.reg.DB().TelemetryFor(t.Context(), registrar.DeviceKeyFor(p.IDevID.Leaf, "SN-VS-1"))
+	if err != nil || len(tel) != 1 {
+		t.Fatalf("telemetry = %+v, %v", tel, err)
+	}
+	if !tel[0].Time.Equal(after) {
+		t.Errorf("report stored at %s, want %s (after the audit-log fetch)", tel[0].Time, after)
+	}
+	var status, checked *store.Event
+	for _, ev := range e.reg.AuditSince(t, 0) {
+		switch {
+		case ev.Type == audit.VoucherStatus && ev.Fields["pledge_serial"] == "SN-VS-1":
+			status = &ev
+		case ev.Type == audit.AuditLogChecked && ev.Fields["pledge_serial"] == "SN-VS-1":
+			checked = &ev
+		}
+	}
+	if status == nil || checked == nil {
+		t.Fatalf("events: voucher-status %v, auditlog-checked %v", status, checked)
+	}
+	if checked.Fields["result"] != "ok" || checked.Seq != status.Seq+1 || !status.Time.Equal(after) || !checked.Time.Equal(after) {
+		t.Errorf("voucher-status seq %d at %s, auditlog-checked seq %d at %s (%s); want consecutive at %s",
+			status.Seq, status.Time, checked.Seq, checked.Time, checked.Fields["result"], after)
+	}
+}

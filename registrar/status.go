@@ -349,13 +349,32 @@ func (s *Service) telemetry(ctx context.Context, peer *Peer, kind store.Telemetr
 	fields := []string{"pledge_serial", serial, "device", key.String(), "version", strconv.FormatUint(rep.Version, 10),
 		"status", strconv.FormatBool(rep.Status), "reason", truncate(rep.Reason, 256), "alert", alert,
 		"client_cert_matched", strconv.FormatBool(matched), "client_cert", peerKindName(peer.Kind), "media_type", mt}
-	_, err = s.db.AppendTelemetry(ctx, store.Telemetry{Kind: kind, Device: key, Raw: body, ClientCertMatched: matched}, audit.New(typ, fields...))
-	if err != nil {
+	tel := store.Telemetry{Kind: kind, Device: key, Raw: body, ClientCertMatched: matched}
+	events := []store.Event{audit.New(typ, fields...)}
+	var blockReason string
+	var checkErr error
+	if kind == store.TelemetryVoucherStatus && matched && dev.Status == store.DeviceVoucherIssued {
+		// RFC 8995 §5.8: the registrar SHOULD fetch the audit log now. It is
+		// fetched before the report is stored so that a passed (or
+		// unavailable) check is recorded in the report's own transaction:
+		// one durable commit instead of two, both still before the answer,
+		// the report's event first. A report lost to a crash during the
+		// fetch was never answered. A failed check blocks the device in a
+		// transaction of its own, after the report, as before.
+		var checked store.Event
+		checked, blockReason, checkErr = s.auditLogCheck(ctx, key)
+		if checkErr == nil && blockReason == "" {
+			events = append(events, checked)
+		}
+	}
+	if _, err := s.db.AppendTelemetry(ctx, tel, events...); err != nil {
 		return fmt.Errorf("store telemetry: %w", err)
 	}
-	if kind == store.TelemetryVoucherStatus && matched && dev.Status == store.DeviceVoucherIssued {
-		// RFC 8995 §5.8: the registrar SHOULD fetch the audit log now.
-		return s.CheckAuditLog(ctx, key)
+	if checkErr != nil {
+		return checkErr
+	}
+	if blockReason != "" {
+		return s.block(ctx, key, blockReason)
 	}
 	return nil
 }
@@ -384,31 +403,48 @@ func truncate(s string, n int) string {
 // (an auditlog-checked event records the failure); it is not evidence of a
 // takeover.
 func (s *Service) CheckAuditLog(ctx context.Context, key store.DeviceKey) error {
+	checked, blockReason, err := s.auditLogCheck(ctx, key)
+	switch {
+	case err != nil:
+		return err
+	case blockReason != "":
+		return s.block(ctx, key, blockReason)
+	}
+	return s.audit.Record(ctx, checked)
+}
+
+// auditLogCheck is CheckAuditLog without its write: it fetches and checks
+// the audit log and returns either the auditlog-checked event to record
+// (passed, unavailable, or skipped) or the reason to block the device.
+func (s *Service) auditLogCheck(ctx context.Context, key store.DeviceKey) (store.Event, string, error) {
 	rec, ok := s.recalledRVR(key)
 	if !ok {
 		// The RVR is kept in memory only; after a restart the check is
 		// skipped and says so.
-		return s.audit.Record(ctx, audit.New(audit.AuditLogChecked, "device", key.String(), "pledge_serial", key.Serial, "result", "skipped: no voucher-request since start-up"))
+		return audit.New(audit.AuditLogChecked, "device", key.String(), "pledge_serial", key.Serial, "result", "skipped: no voucher-request since start-up"), "", nil
 	}
 	m := &s.mfgs[rec.mfg]
 	base, err := url.Parse(rec.base)
 	if err != nil {
-		return fmt.Errorf("masa url: %w", err)
+		return store.Event{}, "", fmt.Errorf("masa url: %w", err)
 	}
 	body, err := s.callMASA(ctx, m, base, "/requestauditlog", rec.rvr, rec.mediaType)
 	if err != nil {
 		web.EventFrom(ctx).Add(slog.String("auditlog_error", err.Error()))
-		return s.audit.Record(ctx, audit.New(audit.AuditLogChecked, "device", key.String(), "pledge_serial", key.Serial, "result", "unavailable", "reason", problem.From(err).Detail))
+		return audit.New(audit.AuditLogChecked, "device", key.String(), "pledge_serial", key.Serial, "result", "unavailable", "reason", problem.From(err).Detail), "", nil
 	}
 	s.metrics.masaRequests.WithLabelValues(masaOK).Inc()
-	log, err := voucher.ParseAuditLog(body)
-	if err != nil {
-		return s.block(ctx, key, "audit log is malformed: "+err.Error())
+	log, perr := voucher.ParseAuditLog(body)
+	var reason string
+	if perr != nil {
+		reason = "audit log is malformed: " + perr.Error()
+	} else {
+		reason = s.auditLogViolation(log)
 	}
-	if reason := s.auditLogViolation(log); reason != "" {
-		return s.block(ctx, key, reason)
+	if reason != "" {
+		return store.Event{}, reason, nil
 	}
-	return s.audit.Record(ctx, audit.New(audit.AuditLogChecked, "device", key.String(), "pledge_serial", key.Serial, "result", "ok", "events", strconv.Itoa(len(log.Events))))
+	return audit.New(audit.AuditLogChecked, "device", key.String(), "pledge_serial", key.Serial, "result", "ok", "events", strconv.Itoa(len(log.Events))), "", nil
 }
 
 // auditLogViolation returns why log breaks policy, or "".
