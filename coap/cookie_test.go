@@ -392,3 +392,29 @@ func TestServer_NewHandshakeSameAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestServer_CloseReleasesSlot: a pledge's close_notify frees its
+// session slot at once, so with MaxSessions 1 the same pledge can open a
+// session, use it and close it again and again without waiting for the
+// idle timeout (2 minutes).
+func TestServer_CloseReleasesSlot(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, coap.Config{MaxSessions: 1}, nil)
+	id := pkitest.NewIDevID(t, e.mfg, "SN-COAP-CLOSE", e.masa.Authority)
+	for i := range 5 {
+		s := e.dial(t, *id)
+		if _, err := s.CACerts(t.Context()); err != nil {
+			t.Fatalf("session %d: %v", i, err)
+		}
+		_ = s.Close()
+		// A bound for a slow machine, not a speed target: the slot is
+		// normally free within milliseconds.
+		deadline := time.Now().Add(5 * time.Second)
+		for metric(t, e.metrics, "brski_coap_sessions", nil) != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("session %d: slot still taken 5 s after close_notify", i)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
