@@ -17,8 +17,9 @@
 //     without certificates, posted as application/voucher+cose.
 //   - §5.6 202 + Retry-After: the pledge waits (at most Config.MaxRetryWait
 //     per answer, 60 s by default) and resends the identical bytes; a 503
-//     with Retry-After (a registrar at its MASA in-flight cap) is waited
-//     out the same way, at most Config.MaxBusyRetries times in a row.
+//     or 429 with Retry-After (a registrar at its MASA in-flight cap or a
+//     rate limit) is waited out the same way, at most
+//     Config.MaxBusyRetries times in a row; EST requests likewise.
 //   - §5.6.1 voucher checks: the MASA signature chains to the built-in
 //     anchors at the clock's time, serial-number is the pledge's own, the
 //     nonce is the one sent (byte for byte), and pinned-domain-cert is

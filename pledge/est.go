@@ -148,7 +148,7 @@ func (c *Client) EnrollEST(ctx context.Context, v *VoucherResult) (*Result, erro
 // connection and verifies the LDevID.
 func (c *Client) enrollEST(ctx context.Context, v *VoucherResult) (*Result, error) {
 	res := &Result{Voucher: v}
-	cacerts, _, err := fetchCACerts(ctx, c)
+	cacerts, _, err := fetchCACerts(ctx, c, c.busy())
 	if err != nil {
 		return nil, err
 	}
@@ -188,6 +188,7 @@ func (c *Client) enrollEST(ctx context.Context, v *VoucherResult) (*Result, erro
 		// DTLS gives no tls-unique to bind to (RFC 9148 §4: optional).
 		bind:      !c.cfg.DisableChannelBinding && c.cfg.Registrar.Scheme != "coaps",
 		retryWait: c.retryWait,
+		maxBusy:   c.cfg.MaxBusyRetries,
 	}
 	if err := e.run(ctx, cs, res); err != nil {
 		return nil, err
@@ -201,7 +202,7 @@ func (c *Client) enrollEST(ctx context.Context, v *VoucherResult) (*Result, erro
 		return res.verifyLDevID(res.CACerts, c.cfg.Clock.Now())
 	}
 	if err := res.verifyAfterRollover(ctx, verify, func(ctx context.Context) ([]*x509.Certificate, error) {
-		cs, _, err := fetchCACerts(ctx, c)
+		cs, _, err := fetchCACerts(ctx, c, c.busy())
 		return cs, err
 	}); err != nil {
 		return nil, err
@@ -238,10 +239,44 @@ type poster interface {
 	post(ctx context.Context, path, contentType, accept string, body []byte) (*answer, error)
 }
 
+// busyPolicy is how busy answers are waited out: at most max in a row,
+// each wait from the Retry-After value.
+type busyPolicy struct {
+	max  int
+	wait func(retryAfter string) time.Duration
+}
+
+// isBusy reports whether ans says the registrar did nothing with the
+// request and when to come back: 429 (a rate limit, RFC 6585 §4) or 503
+// (RFC 9110 §15.6.4) with Retry-After.
+func isBusy(ans *answer) bool {
+	return (ans.status == http.StatusServiceUnavailable || ans.status == http.StatusTooManyRequests) &&
+		ans.header.Get("Retry-After") != ""
+}
+
+// do sends a request (send must be safe to repeat), again after each
+// busy answer as b allows; the last answer is returned, busy or not (also
+// when ctx ends while waiting).
+func (b busyPolicy) do(ctx context.Context, send func() (*answer, error)) (*answer, error) {
+	for busy := 0; ; busy++ {
+		ans, err := send()
+		if err != nil || !isBusy(ans) || busy >= b.max {
+			return ans, err
+		}
+		t := time.NewTimer(b.wait(ans.header.Get("Retry-After")))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ans, nil
+		case <-t.C:
+		}
+	}
+}
+
 // fetchCACerts gets /cacerts (RFC 7030 §4.1) and returns the certificates
 // and the answering connection's state.
-func fetchCACerts(ctx context.Context, g getter) ([]*x509.Certificate, *tls.ConnectionState, error) {
-	ans, err := g.get(ctx, PathCACerts, MediaTypeCertsOnly)
+func fetchCACerts(ctx context.Context, g getter, b busyPolicy) ([]*x509.Certificate, *tls.ConnectionState, error) {
+	ans, err := b.do(ctx, func() (*answer, error) { return g.get(ctx, PathCACerts, MediaTypeCertsOnly) })
 	if err != nil {
 		return nil, nil, fmt.Errorf("cacerts: %w", err)
 	}
@@ -255,10 +290,15 @@ func fetchCACerts(ctx context.Context, g getter) ([]*x509.Certificate, *tls.Conn
 	return certs, ans.tls, nil
 }
 
+// busy is the client's busyPolicy.
+func (c *Client) busy() busyPolicy {
+	return busyPolicy{max: c.cfg.MaxBusyRetries, wait: c.retryWait}
+}
+
 // fetchCSRAttrs gets /csrattrs (RFC 7030 §4.5; RFC 8995 §5.9.2). 204 and
 // 404 mean no requirements (RFC 8951).
 func (c *Client) fetchCSRAttrs(ctx context.Context) (*est.CSRAttrs, *tls.ConnectionState, error) {
-	ans, err := c.get(ctx, PathCSRAttrs, MediaTypeCSRAttrs)
+	ans, err := c.busy().do(ctx, func() (*answer, error) { return c.get(ctx, PathCSRAttrs, MediaTypeCSRAttrs) })
 	if err != nil {
 		return nil, nil, fmt.Errorf("csrattrs: %w", err)
 	}
@@ -302,6 +342,9 @@ type enroller struct {
 	key       crypto.Signer
 	bind      bool
 	retryWait func(string) time.Duration
+	// maxBusy is how many busy answers (503 or 429 with Retry-After) in
+	// a row are waited out; negative: none.
+	maxBusy int
 }
 
 // build signs the CSR, bound to the connection cs when binding is on.
@@ -334,7 +377,7 @@ func (e *enroller) run(ctx context.Context, cs *tls.ConnectionState, res *Result
 		return err
 	}
 	var ans *answer
-	rebinds := 0
+	rebinds, busy := 0, 0
 	for attempt := 1; ; attempt++ {
 		res.Attempts = attempt
 		ans, err = e.poster.post(ctx, e.path, MediaTypePKCS10, MediaTypeCertsOnly, est.EncodeBase64(csr.Raw))
@@ -348,7 +391,17 @@ func (e *enroller) run(ctx context.Context, cs *tls.ConnectionState, res *Result
 		if ans.status == http.StatusOK {
 			break
 		}
-		if ans.status != http.StatusAccepted {
+		// A registrar at a rate limit (429) or otherwise busy (503) that
+		// says when to come back (RFC 9110 §10.2.3) has done nothing with
+		// the request: wait like after a 202, a bounded number of times
+		// in a row. Any other answer ends the run of busy answers.
+		waitBusy := isBusy(ans) && busy < e.maxBusy
+		if waitBusy {
+			busy++
+		} else {
+			busy = 0
+		}
+		if ans.status != http.StatusAccepted && !waitBusy {
 			if moved && rebinds < maxRebinds {
 				rebinds++
 				cs = ans.tls
@@ -440,11 +493,11 @@ func (c *Client) enrollStatusAsLDevID(ctx context.Context, res *Result) error {
 			return fmt.Errorf("%w: %w", ErrConnect, err)
 		}
 		defer func() { _ = s.Close() }()
-		return postStatus(ctx, s, PathEnrollStatus, true, "")
+		return postStatus(ctx, s, c.busy(), PathEnrollStatus, true, "")
 	}
 	s := newDomainSession(c.cfg.Registrar, res.TLSCertificate(), roots, c.cfg.Clock, c.cfg.MaxTLSVersion)
 	defer s.close()
-	return postStatus(ctx, s, PathEnrollStatus, true, "")
+	return postStatus(ctx, s, c.busy(), PathEnrollStatus, true, "")
 }
 
 // subjectFromTemplate builds the DER subject Name from a template: values

@@ -46,8 +46,9 @@ const (
 	// MinRetryWait is the shortest wait after a 202 (a registrar answering
 	// Retry-After: 0 is not hammered), unless MaxRetryWait is shorter.
 	MinRetryWait = time.Second
-	// DefaultMaxBusyRetries is how many 503 answers with Retry-After in a
-	// row the voucher exchange waits out before giving up.
+	// DefaultMaxBusyRetries is how many busy answers (503 or 429) with
+	// Retry-After in a row the voucher or EST exchange waits out before
+	// giving up.
 	DefaultMaxBusyRetries = 5
 	// DialTimeout bounds connecting to the registrar (TCP and TLS).
 	DialTimeout = 10 * time.Second
@@ -127,11 +128,12 @@ type Config struct {
 	Clock clock.Clock
 	// MaxRetryWait caps one wait after a 202. Default DefaultMaxRetryWait.
 	MaxRetryWait time.Duration
-	// MaxBusyRetries caps how many 503 answers in a row that carry
-	// Retry-After (a registrar at its MASA in-flight cap, RFC 9110 §15.6.4)
-	// the voucher exchange waits out, each wait like a 202's (capped by
-	// MaxRetryWait); the next such 503, or one without Retry-After, is
-	// final. Default DefaultMaxBusyRetries; negative: a 503 is always final.
+	// MaxBusyRetries caps how many busy answers in a row that carry
+	// Retry-After (503: a registrar at its MASA in-flight cap, RFC 9110
+	// §15.6.4; 429: a rate limit, RFC 6585 §4) the voucher exchange, and
+	// then each EST request, waits out, each wait like a 202's (capped by
+	// MaxRetryWait); the next such answer, or one without Retry-After, is
+	// final. Default DefaultMaxBusyRetries; negative: always final.
 	MaxBusyRetries int
 	// MaxWait bounds the whole voucher exchange, waits included, and then
 	// the EST exchange likewise. Default DefaultMaxWait.

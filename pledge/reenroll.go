@@ -40,6 +40,10 @@ type ReenrollConfig struct {
 	MaxTLSVersion uint16
 	// MaxRetryWait caps one wait after a 202. Default DefaultMaxRetryWait.
 	MaxRetryWait time.Duration
+	// MaxBusyRetries caps how many busy answers in a row (503 or 429 with
+	// Retry-After) are waited out. Default DefaultMaxBusyRetries;
+	// negative: a busy answer is final.
+	MaxBusyRetries int
 	// MaxWait bounds the whole exchange. Default DefaultMaxWait.
 	MaxWait time.Duration
 }
@@ -72,6 +76,9 @@ func (cfg ReenrollConfig) Validate() error {
 // current certificate, bound to the TLS channel. The renewed certificate
 // must be for the new key and chain to the domain CAs at the clock's time.
 func Reenroll(ctx context.Context, cfg ReenrollConfig) (*Result, error) {
+	if cfg.MaxBusyRetries == 0 {
+		cfg.MaxBusyRetries = DefaultMaxBusyRetries
+	}
 	if cfg.MaxRetryWait == 0 {
 		cfg.MaxRetryWait = DefaultMaxRetryWait
 	}
@@ -98,7 +105,8 @@ func Reenroll(ctx context.Context, cfg ReenrollConfig) (*Result, error) {
 	defer s.close()
 
 	res := &Result{}
-	cacerts, cs, err := fetchCACerts(ctx, s)
+	busy := busyPolicy{max: cfg.MaxBusyRetries, wait: func(h string) time.Duration { return retryDelay(h, cfg.Clock.Now(), cfg.MaxRetryWait) }}
+	cacerts, cs, err := fetchCACerts(ctx, s, busy)
 	if err != nil {
 		return nil, fmt.Errorf("reenroll: %w", err)
 	}
@@ -118,14 +126,15 @@ func Reenroll(ctx context.Context, cfg ReenrollConfig) (*Result, error) {
 		req:       req,
 		key:       res.Key,
 		bind:      !cfg.DisableChannelBinding,
-		retryWait: func(h string) time.Duration { return retryDelay(h, cfg.Clock.Now(), cfg.MaxRetryWait) },
+		retryWait: busy.wait,
+		maxBusy:   cfg.MaxBusyRetries,
 	}
 	if err := e.run(ctx, cs, res); err != nil {
 		return nil, fmt.Errorf("reenroll: %w", err)
 	}
 	verify := func() error { return res.verifyLDevID(cfg.DomainCAs, cfg.Clock.Now()) }
 	if err := res.verifyAfterRollover(ctx, verify, func(ctx context.Context) ([]*x509.Certificate, error) {
-		cs, _, err := fetchCACerts(ctx, s)
+		cs, _, err := fetchCACerts(ctx, s, busy)
 		return cs, err
 	}); err != nil {
 		return nil, fmt.Errorf("reenroll: %w", err)

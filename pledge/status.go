@@ -22,22 +22,23 @@ type statusBody struct {
 // call it directly only to report a later verdict. A non-2xx answer is a
 // *StatusError (the RFC lets a registrar answer 404).
 func (c *Client) VoucherStatus(ctx context.Context, ok bool, reason string) error {
-	return postStatus(ctx, c, PathVoucherStatus, ok, reason)
+	return postStatus(ctx, c, c.busy(), PathVoucherStatus, ok, reason)
 }
 
 // EnrollStatus posts enrollstatus telemetry (RFC 8995 §5.9.4): whether the
 // pledge enrolled. A non-2xx answer is a *StatusError.
 func (c *Client) EnrollStatus(ctx context.Context, ok bool, reason string) error {
-	return postStatus(ctx, c, PathEnrollStatus, ok, reason)
+	return postStatus(ctx, c, c.busy(), PathEnrollStatus, ok, reason)
 }
 
-// postStatus posts a telemetry body to path over p.
-func postStatus(ctx context.Context, p poster, path string, ok bool, reason string) error {
+// postStatus posts a telemetry body to path over p, again after busy
+// answers as b allows (the same body: the registrar did nothing with it).
+func postStatus(ctx context.Context, p poster, b busyPolicy, path string, ok bool, reason string) error {
 	body, err := json.Marshal(statusBody{Version: StatusVersion, Status: ok, Reason: reason})
 	if err != nil {
 		return fmt.Errorf("pledge: encode %s: %w", path, err)
 	}
-	ans, err := p.post(ctx, path, MediaTypeJSON, "", body)
+	ans, err := b.do(ctx, func() (*answer, error) { return p.post(ctx, path, MediaTypeJSON, "", body) })
 	if err != nil {
 		return err
 	}

@@ -126,8 +126,9 @@ func (c *Client) signRequest(registrarCert *x509.Certificate, nonce []byte) ([]b
 }
 
 // postRequest posts the signed request until the registrar answers other
-// than 202 or a 503 with Retry-After (at most Config.MaxBusyRetries of
-// those in a row), and returns the 200 body and the number of POSTs.
+// than 202 or a busy answer (503 or 429) with Retry-After (at most
+// Config.MaxBusyRetries of those in a row), and returns the 200 body and
+// the number of POSTs.
 func (c *Client) postRequest(ctx context.Context, signed []byte) ([]byte, int, error) {
 	busy := 0
 	// gaveUp is the error for a context that ends while waiting: the last
@@ -148,10 +149,10 @@ func (c *Client) postRequest(ctx context.Context, signed []byte) ([]byte, int, e
 		case http.StatusAccepted:
 			busy = 0
 			gaveUp = ErrPending
-		case http.StatusServiceUnavailable:
-			// The registrar is busy (its MASA in-flight cap, or a MASA that
-			// is down) and says when to come back: wait like after a 202,
-			// a bounded number of times in a row.
+		case http.StatusServiceUnavailable, http.StatusTooManyRequests:
+			// The registrar is busy (its MASA in-flight cap, a MASA that
+			// is down, or a rate limit) and says when to come back: wait
+			// like after a 202, a bounded number of times in a row.
 			if ans.header.Get("Retry-After") == "" || busy >= c.cfg.MaxBusyRetries {
 				return nil, attempt, fmt.Errorf("request voucher: %w", statusError(PathRequestVoucher, ans))
 			}
