@@ -28,7 +28,8 @@ func TestExamples_Load(t *testing.T) {
 				if err != nil {
 					t.Fatalf("example does not load: %v", err)
 				}
-				if c.Manufacturers[0].Policy != registrar.PolicyApprove || c.LDevID.Validity.D() != 90*24*time.Hour || c.LDevID.RenewalWindow.D() != registrar.DefaultRenewalWindow {
+				if c.Manufacturers[0].Policy != registrar.PolicyApprove || c.LDevID.Validity.D() != 90*24*time.Hour || c.LDevID.RenewalWindow.D() != registrar.DefaultRenewalWindow ||
+					c.RateLimits.PerCertificate.Limit() != (registrar.RateLimit{Rate: 10, Burst: 40}) || c.RateLimits.PerIP.Limit() != (registrar.RateLimit{Rate: 1000, Burst: 2000}) {
 					t.Fatalf("example decoded wrongly: %+v", c)
 				}
 			case "masa":
@@ -90,6 +91,11 @@ manufacturers:
 `, wantErr: []string{"tls:", "exactly one of keyFile and keyURI", "adminTokenFile", "idevidAnchors", "masaAnchors", "policy \"yolo\"", "https URL", "not in masaURLs"}},
 		{name: "est-non-brski-clients", yaml: minimalRegistrar() + "est: {requireChannelBinding: true, clientIssuers: [c.pem], basicPasswordFile: users}\n"},
 		{name: "max-conns-per-ip-below-minus-one", yaml: minimalRegistrar() + "listen: {maxConnsPerIP: -2}\n", wantErr: []string{"listen.maxConnsPerIP: -2"}},
+		{name: "rate-limits", yaml: minimalRegistrar() + "rateLimits: {perIP: {rate: -1}, perCertificate: {rate: 0.5, burst: 2}}\n"},
+		{name: "rate-limits-bad", yaml: minimalRegistrar() + "rateLimits: {perIP: {rate: -2}, perCertificate: {rate: 5}}\n",
+			wantErr: []string{"rateLimits.perIP.rate: -2", "rateLimits.perCertificate: a rate needs a burst"}},
+		{name: "rate-limits-burst-alone", yaml: minimalRegistrar() + "rateLimits: {perIP: {burst: 4}}\n", wantErr: []string{"rateLimits.perIP: a burst needs a rate"}},
+		{name: "rate-limits-misspelt", yaml: minimalRegistrar() + "rateLimits: {perIDevID: {rate: 1, burst: 1}}\n", wantErr: []string{"perIDevID"}},
 		{name: "est-misspelt-key", yaml: minimalRegistrar() + "est: {basicPasswordFlie: users}\n", wantErr: []string{"basicPasswordFlie"}},
 		{name: "est-client-issuer-is-a-manufacturer-anchor", yaml: minimalRegistrar() + "est: {clientIssuers: [a.pem, ca.pem]}\n",
 			wantErr: []string{"est.clientIssuers[0]: a.pem is also an idevidAnchor of m", "est.clientIssuers[1]: ca.pem is the domain CA"}},

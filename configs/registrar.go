@@ -38,6 +38,10 @@ type Registrar struct {
 	EST EST `yaml:"est"`
 	// CoAPS bounds the DTLS listener of listen.coaps.
 	CoAPS CoAPS `yaml:"coaps"`
+	// RateLimits are the token buckets every BRSKI and EST request spends
+	// from (HTTPS and CoAPS alike); an empty bucket answers 429 (CoAP
+	// 5.03) with Retry-After.
+	RateLimits RateLimits `yaml:"rateLimits"`
 	// Log configures the request log and the audit trail.
 	Log Log `yaml:"log"`
 }
@@ -212,6 +216,31 @@ type MASAClient struct {
 	MaxInFlight int `yaml:"maxInFlight"`
 }
 
+// RateLimits holds the registrar's request rate limits.
+type RateLimits struct {
+	// PerIP is per client IP address (reliability D7, G06). Default rate
+	// 1000/s, burst 2000: generous, because a join proxy funnels many
+	// pledges through one address.
+	PerIP RateLimit `yaml:"perIP"`
+	// PerCertificate is per client certificate (an IDevID, an LDevID or
+	// another EST client's). Default rate 10/s, burst 40.
+	PerCertificate RateLimit `yaml:"perCertificate"`
+}
+
+// RateLimit is a token bucket.
+type RateLimit struct {
+	// Rate is the sustained requests a second; -1 disables the limit.
+	// 0: the default.
+	Rate float64 `yaml:"rate"`
+	// Burst is the bucket size. 0: the default.
+	Burst int `yaml:"burst"`
+}
+
+// Limit is r as the registrar takes it.
+func (r RateLimit) Limit() registrar.RateLimit {
+	return registrar.RateLimit{Rate: r.Rate, Burst: r.Burst}
+}
+
 // Log configures logging.
 type Log struct {
 	// Level is debug, info, warn or error. Default "info".
@@ -317,6 +346,18 @@ func (c Registrar) Validate() error {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if err := validAddr(c.Listen.HTTPS, false); err != nil {
 		add("listen.https: %w", err)
+	}
+	for name, rl := range map[string]RateLimit{"rateLimits.perIP": c.RateLimits.PerIP, "rateLimits.perCertificate": c.RateLimits.PerCertificate} {
+		switch {
+		case rl.Rate < 0 && rl.Rate != -1:
+			add("%s.rate: %v; want a positive rate, or -1 for no limit", name, rl.Rate)
+		case rl.Burst < 0:
+			add("%s.burst: %d; want a positive burst", name, rl.Burst)
+		case rl.Rate > 0 && rl.Burst == 0:
+			add("%s: a rate needs a burst", name)
+		case rl.Rate == 0 && rl.Burst != 0:
+			add("%s: a burst needs a rate", name)
+		}
 	}
 	if c.Listen.MaxConnsPerIP < -1 {
 		add("listen.maxConnsPerIP: %d; want a positive cap, or -1 for none", c.Listen.MaxConnsPerIP)

@@ -85,6 +85,8 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string, daemon *daemonFlags)
 		MASATimeout:     cfg.MASAClient.Timeout.D(),
 		MASAMaxInFlight: cfg.MASAClient.MaxInFlight,
 		RenewalWindow:   cfg.LDevID.RenewalWindow.D(),
+		PerIP:           cfg.RateLimits.PerIP.Limit(),
+		PerIDevID:       cfg.RateLimits.PerCertificate.Limit(),
 	}
 	for _, m := range cfg.Manufacturers {
 		rm, err := registrarManufacturer(m)

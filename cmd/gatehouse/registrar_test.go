@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net/http"
@@ -45,7 +46,7 @@ ownership: {mode: first-claim}
 	return path
 }
 
-func registrarConfig(t *testing.T, p lab.Paths, masaURL string) string {
+func registrarConfig(t *testing.T, p lab.Paths, masaURL string, extra ...string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "registrar.yaml")
 	cfg := `dataDir: ` + q(filepath.Join(filepath.Dir(path), "registrar-data")) + `
@@ -63,7 +64,7 @@ manufacturers:
     masaURLs: [` + q(masaURL) + `]
     masaURLOverride: ` + q(masaURL) + `
     policy: accept-all
-`
+` + strings.Join(extra, "")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +128,44 @@ func TestDaemons_MASAAndRegistrar(t *testing.T) {
 	}
 	r.stop(t)
 	m.stop(t)
+}
+
+// TestDaemons_RateLimitsConfig: rateLimits.perIP from the config file is
+// the registrar's: with a burst of 2 and a rate of one request in 1,000
+// seconds, the third request from the address is answered 429 with
+// Retry-After, and the fourth too.
+func TestDaemons_RateLimitsConfig(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the gatehouse binary; skipped with -short")
+	}
+	t.Parallel()
+	bin := buildGatehouse(t)
+	p := daemonFiles(t)
+	work := t.TempDir()
+	r := startProc(t, work, bin, "registrar", "--config", registrarConfig(t, p, "https://127.0.0.1:1/.well-known/brski",
+		"rateLimits: {perIP: {rate: 0.001, burst: 2}}\n"))
+	rkv, _ := r.readUntilReady(t)
+	waitHealthy(t, rkv["admin"]+"/healthz")
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // only the status code is read
+	defer hc.CloseIdleConnections()
+	var got []string
+	for range 4 {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, rkv["registrar"]+"/.well-known/est/cacerts", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		got = append(got, fmt.Sprintf("%d %s", resp.StatusCode, resp.Header.Get("Retry-After")))
+	}
+	if got[0] != "200 " || got[1] != "200 " || !strings.HasPrefix(got[2], "429 ") || got[2] == "429 " || !strings.HasPrefix(got[3], "429 ") {
+		t.Fatalf("answers %q; want 200, 200, then 429 with Retry-After", got)
+	}
+	r.stop(t)
 }
 
 func TestDaemons_KeyModeRefused(t *testing.T) {
