@@ -146,7 +146,7 @@ func TestDaemons_RateLimitsConfig(t *testing.T) {
 		"rateLimits: {perIP: {rate: 0.001, burst: 2}}\n"))
 	rkv, _ := r.readUntilReady(t)
 	waitHealthy(t, rkv["admin"]+"/healthz")
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // only the status code is read
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // only the status code is read
 	defer hc.CloseIdleConnections()
 	var got []string
 	for range 4 {
