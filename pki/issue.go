@@ -14,6 +14,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/url"
@@ -344,12 +345,34 @@ func crlDP(base string, ca *x509.Certificate) []string {
 }
 
 // prepare signs tmpl with the lint key, lints, and records the TBS.
+//
+// The lint copy is not made with x509.CreateCertificate end to end: that
+// function checks every signature it makes against the signer's public key
+// (an ECDSA verification, about twice the cost of the signature), which
+// guards against a faulty signer. The lint key is an in-process software
+// key whose signature nobody verifies (zlint reads the certificate's fields,
+// not its signature), so the check buys nothing there. CreateCertificate
+// builds the TBSCertificate as it would for the real key (tbsCapture stops
+// it before it signs), the lint key signs that TBS, and lintCertificate
+// wraps both with the TBS's own signature AlgorithmIdentifier, as
+// CreateCertificate would. The real signature (Sign) still goes through
+// CreateCertificate and its check, and Sign refuses a certificate whose
+// TBS or signature algorithm differs from the linted one.
 func (iss *Issuer) prepare(tmpl *x509.Certificate, pub crypto.PublicKey, what string) (*Prepared, error) {
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, iss.lintParent, pub, iss.lintKey)
-	if err != nil {
+	capture := &tbsCapture{pub: iss.lintKey.Public()}
+	_, err := x509.CreateCertificate(rand.Reader, tmpl, iss.lintParent, pub, capture)
+	if capture.tbs == nil {
+		if err == nil {
+			err = errors.New("the TBSCertificate was not captured")
+		}
 		return nil, fmt.Errorf("prepare %s: %w: %w", what, ErrSign, err)
 	}
-	tbs, err := rawTBS(der)
+	tbs := capture.tbs
+	sig, err := crypto.SignMessage(iss.lintKey, rand.Reader, tbs, capture.opts)
+	if err != nil {
+		return nil, fmt.Errorf("prepare %s: %w: lint key: %w", what, ErrSign, err)
+	}
+	der, err := lintCertificate(tbs, sig)
 	if err != nil {
 		return nil, fmt.Errorf("prepare %s: %w", what, err)
 	}
@@ -359,6 +382,70 @@ func (iss *Issuer) prepare(tmpl *x509.Certificate, pub crypto.PublicKey, what st
 		}
 	}
 	return &Prepared{issuer: iss, tmpl: tmpl, pub: pub, tbs: tbs, tbsHash: sha256.Sum256(tbs), linted: der}, nil
+}
+
+// errTBSCaptured stops x509.CreateCertificate once tbsCapture has the TBS.
+var errTBSCaptured = errors.New("pki: TBSCertificate captured")
+
+// tbsCapture is the signer the lint copy's TBSCertificate is built with:
+// x509.CreateCertificate hands a crypto.MessageSigner the whole
+// TBSCertificate (crypto.SignMessage); tbsCapture keeps it and the signer
+// options and ends the call with errTBSCaptured, so nothing is signed or
+// verified. Its public key is the lint key's, which the lint parent
+// certificate carries.
+type tbsCapture struct {
+	pub  crypto.PublicKey
+	tbs  []byte
+	opts crypto.SignerOpts
+}
+
+func (c *tbsCapture) Public() crypto.PublicKey { return c.pub }
+
+func (c *tbsCapture) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, errors.New("pki: the TBS capture signs messages, not digests")
+}
+
+func (c *tbsCapture) SignMessage(_ io.Reader, msg []byte, opts crypto.SignerOpts) ([]byte, error) {
+	c.tbs, c.opts = bytes.Clone(msg), opts
+	return nil, errTBSCaptured
+}
+
+var _ crypto.MessageSigner = (*tbsCapture)(nil)
+
+// lintCertificate assembles a DER certificate from a TBSCertificate and a
+// signature value, with the TBS's signature AlgorithmIdentifier as the
+// outer one (RFC 5280 §4.1.1.2: the two MUST be identical), laid out as
+// x509.CreateCertificate lays out a certificate.
+func lintCertificate(tbs, sig []byte) ([]byte, error) {
+	alg, err := tbsSignatureAlgorithm(tbs)
+	if err != nil {
+		return nil, err
+	}
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(tbs)
+		b.AddBytes(alg)
+		b.AddASN1BitString(sig)
+	})
+	der, err := b.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("%w: assemble lint certificate: %w", ErrSign, err)
+	}
+	return der, nil
+}
+
+// tbsSignatureAlgorithm returns the signature AlgorithmIdentifier element of
+// a DER TBSCertificate (after the optional version and the serial).
+func tbsSignatureAlgorithm(tbs []byte) ([]byte, error) {
+	in := cryptobyte.String(tbs)
+	var body, alg cryptobyte.String
+	if !in.ReadASN1(&body, cbasn1.SEQUENCE) || !in.Empty() ||
+		!body.SkipOptionalASN1(cbasn1.Tag(0).Constructed().ContextSpecific()) ||
+		!body.SkipASN1(cbasn1.INTEGER) ||
+		!body.ReadASN1Element(&alg, cbasn1.SEQUENCE) {
+		return nil, fmt.Errorf("%w: malformed TBSCertificate", ErrSign)
+	}
+	return []byte(alg), nil
 }
 
 // Sign signs p with the CA key and returns the certificate. It checks that
@@ -385,21 +472,15 @@ func (iss *Issuer) Sign(ctx context.Context, p *Prepared) (*x509.Certificate, er
 	if err != nil {
 		return nil, fmt.Errorf("sign certificate %x: %w: %w", p.tmpl.SerialNumber, ErrSign, err)
 	}
-	// Boulder's tbsCertIsDeterministic: what we signed is what we linted.
+	// Boulder's tbsCertIsDeterministic: what we signed is what we linted,
+	// TBS and outer signature algorithm; only the signature value differs.
 	if !bytes.Equal(cert.RawTBSCertificate, p.tbs) {
 		return nil, fmt.Errorf("sign certificate %x: %w", p.tmpl.SerialNumber, ErrNotDeterministic)
 	}
-	return cert, nil
-}
-
-// rawTBS extracts the TBSCertificate TLV from a DER certificate.
-func rawTBS(der []byte) ([]byte, error) {
-	in := cryptobyte.String(der)
-	var cert, tbs cryptobyte.String
-	if !in.ReadASN1(&cert, cbasn1.SEQUENCE) || !in.Empty() || !cert.ReadASN1Element(&tbs, cbasn1.SEQUENCE) {
-		return nil, fmt.Errorf("%w: malformed certificate", ErrSign)
+	if same, err := lintCertificate(p.tbs, cert.Signature); err != nil || !bytes.Equal(same, der) {
+		return nil, fmt.Errorf("sign certificate %x: %w: the certificate is not the linted one with the CA's signature", p.tmpl.SerialNumber, ErrNotDeterministic)
 	}
-	return []byte(tbs), nil
+	return cert, nil
 }
 
 // marshalSubject encodes the attributes as an RDNSequence, one attribute per

@@ -1,10 +1,13 @@
 package pki_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -16,6 +19,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/gatehouse-pki/gatehouse/pki"
 	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
@@ -436,5 +441,96 @@ func TestProfile_Validate(t *testing.T) {
 	err := pki.Profile{Validity: -1, Backdate: -1}.Validate()
 	if err == nil || len(err.Error()) < 40 {
 		t.Fatalf("Validate = %v", err)
+	}
+}
+
+// recordingLinter keeps the certificate it was given and allows it.
+type recordingLinter struct{ der []byte }
+
+func (r *recordingLinter) Lint(der []byte) error {
+	r.der = bytes.Clone(der)
+	return nil
+}
+
+// certParts splits a DER certificate into its TBSCertificate, outer
+// signature AlgorithmIdentifier and signature BIT STRING elements.
+func certParts(t *testing.T, der []byte) (tbs, alg, sig []byte) {
+	t.Helper()
+	in := cryptobyte.String(der)
+	var body, a, b, c cryptobyte.String
+	if !in.ReadASN1(&body, cbasn1.SEQUENCE) || !in.Empty() || !body.ReadASN1Element(&a, cbasn1.SEQUENCE) ||
+		!body.ReadASN1Element(&b, cbasn1.SEQUENCE) || !body.ReadASN1Element(&c, cbasn1.BIT_STRING) || !body.Empty() {
+		t.Fatalf("malformed certificate %x", der)
+	}
+	return a, b, c
+}
+
+// TestIssuer_LintCopy: for every CA key type, the certificate the linter
+// saw (the lint copy, built without x509.CreateCertificate's signature
+// check) is the issued certificate byte for byte but for the signature
+// value: same TBSCertificate, same outer signature algorithm, same layout.
+func TestIssuer_LintCopy(t *testing.T) {
+	t.Parallel()
+	keys := map[string]func(t *testing.T) crypto.Signer{
+		"p256": func(t *testing.T) crypto.Signer { return pkitest.NewKey(t) },
+		"p384": func(t *testing.T) crypto.Signer {
+			k, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return k
+		},
+		"rsa2048": func(t *testing.T) crypto.Signer { return rsaKey(t, 2048) },
+		"ed25519": func(t *testing.T) crypto.Signer {
+			_, k, err := ed25519.GenerateKey(rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return k
+		},
+	}
+	for name, newKey := range keys {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			fc := pkitest.NewClock()
+			ca, err := pki.NewRootCA(fc, pki.CAConfig{Subject: pkix.Name{CommonName: "Lint Copy CA " + name}}, newKey(t), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := &recordingLinter{}
+			iss, err := pki.NewIssuer(pki.IssuerConfig{LDevID: testProfile}.WithDefaults(), pki.IssuerDeps{Clock: fc, CA: ca, Linter: l})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := iss.Prepare(pki.IssueRequest{PublicKey: pkitest.NewKey(t).Public(), Device: device("SN-LINT")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(l.der, p.Precertificate()) {
+				t.Fatal("the linter saw another certificate than Precertificate")
+			}
+			pre, err := x509.ParseCertificate(l.der)
+			if err != nil {
+				t.Fatalf("the lint copy does not parse: %v", err)
+			}
+			c, err := iss.Sign(t.Context(), p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.CheckSignatureFrom(ca.Cert); err != nil {
+				t.Errorf("issued certificate: %v", err)
+			}
+			preTBS, preAlg, preSig := certParts(t, l.der)
+			tbs, alg, sig := certParts(t, c.Raw)
+			if !bytes.Equal(preTBS, tbs) || !bytes.Equal(preAlg, alg) || pre.SignatureAlgorithm != c.SignatureAlgorithm {
+				t.Errorf("lint copy differs beyond the signature: TBS equal %v, algorithm %x vs %x", bytes.Equal(preTBS, tbs), preAlg, alg)
+			}
+			if bytes.Equal(preSig, sig) {
+				t.Error("the lint copy carries the CA's signature")
+			}
+			if sha256.Sum256(tbs) != p.TBSHash() {
+				t.Error("TBS hash does not match the issued certificate")
+			}
+		})
 	}
 }
