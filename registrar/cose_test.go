@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -317,5 +319,44 @@ func TestRegistrar_COSEProximityForms(t *testing.T) {
 				t.Errorf("telemetry %+v, %v", got, err)
 			}
 		})
+	}
+}
+
+// TestRegistrar_COSEPledgeChainTooLong: a cBRSKI pledge whose IDevID
+// chain (leaf, five intermediates, root) would not fit, with the
+// registrar's own two certificates, in the x5bag of a registrar
+// voucher-request (voucher.MaxCertificates) gets a 400 that says so, and
+// the MASA is not called; with four intermediates (eight certificates in
+// all) the exchange goes through.
+func TestRegistrar_COSEPledgeChainTooLong(t *testing.T) {
+	t.Parallel()
+	e, log := coseEnv(t, "")
+	ca := e.mfg
+	for i := range 5 {
+		ca = ca.SubCA(t, fmt.Sprintf("COSE Manufacturer Sub CA %d", i+1))
+		if i < 3 {
+			continue
+		}
+		serial := fmt.Sprintf("SN-COSE-DEEP-%d", i+1)
+		id := pkitest.NewIDevID(t, ca, serial, e.real.Authority)
+		p := registrartest.NewPledge(t, e.reg, serial, id.TLS)
+		calls := len(log.all())
+		resp, body, err := p.Post(t.Context(), registrar.PathRequestVoucher, registrar.MediaTypeVoucherCOSE,
+			signCOSE(t, p, p.Request(t)), "Accept", registrar.MediaTypeVoucherCOSE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 3 {
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("four intermediates: %d %s; want 200", resp.StatusCode, body)
+			}
+			continue
+		}
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "the IDevID chain has 7 certificates") {
+			t.Fatalf("five intermediates: %d %s; want 400 naming the chain length", resp.StatusCode, body)
+		}
+		if n := len(log.all()) - calls; n != 0 {
+			t.Fatalf("five intermediates: the MASA was called %d times", n)
+		}
 	}
 }

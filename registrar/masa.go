@@ -105,6 +105,11 @@ func (s *Service) signRVR(ctx context.Context, pr *pledgeRequest, base *url.URL)
 		// cBRSKI: the x5bag carries the pledge's full (D)TLS client chain,
 		// IDevID to root, since its COSE request carries no certificate.
 		pledgeChain = pr.peer.Chain
+		if n := 1 + len(s.domain) + len(pledgeChain); n > voucher.MaxCertificates {
+			return nil, &problem.Error{Kind: problem.BadRequest, Detail: fmt.Sprintf(
+				"the IDevID chain has %d certificates: with the registrar's %d, more than the %d a registrar voucher-request may carry",
+				len(pledgeChain), 1+len(s.domain), voucher.MaxCertificates)}
+		}
 	}
 	return s.signRequest(ctx, rvr, pr.format, pledgeChain, pr.id.Serial, pr.key, base)
 }

@@ -153,6 +153,25 @@ func NewCA(t testing.TB, opts ...Option) *CA {
 	return &CA{Cert: ca.Cert, Signer: ca.Signer, Chain: ca.Chain, Clock: o.clk, pki: ca}
 }
 
+// SubCA issues a CA certificate named name under ca and returns that CA,
+// for chains deeper than Intermediate makes.
+func (ca *CA) SubCA(t testing.TB, name string) *CA {
+	t.Helper()
+	key := mustKey(t)
+	cert := ca.Issue(t, &x509.Certificate{
+		Subject:               pkix.Name{CommonName: name, Organization: []string{"Gatehouse Test"}},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		NotAfter:              ca.Cert.NotAfter,
+	}, key.Public())
+	p, err := pki.LoadCA(append([]*x509.Certificate{cert}, ca.Chain...), key)
+	if err != nil {
+		t.Fatalf("pkitest: sub ca: %v", err)
+	}
+	return &CA{Cert: cert, Signer: key, Chain: p.Chain, Clock: ca.Clock, pki: p}
+}
+
 // PKI returns the CA as a *pki.CA, for building a pki.Issuer.
 func (ca *CA) PKI() *pki.CA { return ca.pki }
 
