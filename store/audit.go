@@ -68,6 +68,12 @@ type auditRecordV1 struct {
 	Hash string `json:"hash"`
 }
 
+// auditHeadV1 is the part of a stored event that the next one chains to.
+type auditHeadV1 struct {
+	V    int    `json:"v"`
+	Hash string `json:"hash"`
+}
+
 func (b auditBodyV1) hash() ([32]byte, error) {
 	body, err := json.Marshal(b)
 	if err != nil {
@@ -168,7 +174,7 @@ func appendEvents(tx *bolt.Tx, events []Event) error {
 		// issue-success event carries the certificate) to read its hash.
 		prev = (*list)[len(*list)-1].Hash
 	} else if k, v := b.Cursor().Last(); k != nil {
-		var last auditRecordV1
+		var last auditHeadV1 // the hash only: the rest is skipped, not decoded
 		if err := decodeRecord(v, &last); err != nil {
 			return fmt.Errorf("last audit event %x: %w", k, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -221,7 +222,22 @@ const recordV1 = 1
 // decodeRecord unmarshals a stored record after checking that its "v"
 // field is recordV1. The decoder copies, so the result does not alias bbolt
 // memory.
+//
+// Record types carry the version themselves (a V int field tagged "v",
+// embedded or not), so a well-formed record is decoded in one pass and its
+// version read from the result; only when that pass fails, or for a type
+// without the field, is the version decoded first, so that a record of
+// another version is reported as such rather than as a decoding error.
 func decodeRecord(raw []byte, into any) error {
+	if f, ok := versionField(into); ok {
+		f.SetInt(0)
+		if err := json.Unmarshal(raw, into); err == nil {
+			if v := f.Int(); v != recordV1 {
+				return fmt.Errorf("decode record: version %d, this build reads %d", v, recordV1)
+			}
+			return nil
+		}
+	}
 	var v versioned
 	if err := json.Unmarshal(raw, &v); err != nil {
 		return fmt.Errorf("decode record: %w", err)
@@ -233,6 +249,24 @@ func decodeRecord(raw []byte, into any) error {
 		return fmt.Errorf("decode record: %w", err)
 	}
 	return nil
+}
+
+// versionField returns the settable "v" field (an int named V tagged
+// `json:"v"`) of the struct into points to.
+func versionField(into any) (reflect.Value, bool) {
+	rv := reflect.ValueOf(into)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() || rv.Elem().Kind() != reflect.Struct {
+		return reflect.Value{}, false
+	}
+	sf, ok := rv.Elem().Type().FieldByName("V")
+	if !ok || sf.Type.Kind() != reflect.Int || sf.Tag.Get("json") != "v" {
+		return reflect.Value{}, false
+	}
+	f, err := rv.Elem().FieldByIndexErr(sf.Index)
+	if err != nil {
+		return reflect.Value{}, false
+	}
+	return f, f.CanSet()
 }
 
 // put marshals rec and stores it under key in bucket name.
