@@ -422,3 +422,52 @@ func TestServer_Block1Errors(t *testing.T) {
 		t.Fatal("refused transfers changed the registrar's state")
 	}
 }
+
+// TestServer_Block2CopyDropped: a POST answer is kept for Block2 only
+// while the client still has blocks to fetch. The /skg answer (which
+// holds the generated private key) fetched in 64-byte blocks is gone once
+// its last block is served: asking for that block again gets 4.08. An
+// answer that fit in one block is not kept at all.
+func TestServer_Block2CopyDropped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	id := e.onboarded(t, "SN-COAP-B2")
+	r := e.raw(t, id.TLS)
+	csr := registrartest.NewCSR(t, pkitest.NewKey(t), "SN-COAP-B2")
+	skg := func(num uint32) reply {
+		return r.con(post, tok(), append(path("/.well-known/est/skg"), opt{12, u(286)}, opt{23, u(num<<4 | 2)}), csr)
+	}
+	var got []byte
+	var last uint32
+	for num := uint32(0); ; num++ {
+		resp := skg(num)
+		if resp.code != code(2, 4) {
+			t.Fatalf("skg block %d: %d.%02d %s", num, resp.code>>5, resp.code&31, resp.payload)
+		}
+		got = append(got, resp.payload...)
+		b2, _ := resp.opt(23)
+		var v uint32
+		for _, x := range b2 {
+			v = v<<8 | uint32(x)
+		}
+		if v&8 == 0 {
+			last = num
+			break
+		}
+	}
+	if last == 0 || len(got) <= 64 {
+		t.Fatalf("the skg answer (%d bytes) came in one block: nothing to prove", len(got))
+	}
+	if resp := skg(last); resp.code != code(4, 8) {
+		t.Fatalf("the last skg block again: %d.%02d, want 4.08 (the copy dropped)", resp.code>>5, resp.code&31)
+	}
+	// /sen answered whole (no Block2 asked; 287 fits in one block): a
+	// Block2 continuation finds nothing kept.
+	o := append(path("/.well-known/est/sen"), opt{12, u(286)}, opt{17, u(287)})
+	if resp := r.con(post, tok(), o, registrartest.NewCSR(t, pkitest.NewKey(t), "SN-COAP-B2")); resp.code != code(2, 4) {
+		t.Fatalf("sen: %d.%02d %s", resp.code>>5, resp.code&31, resp.payload)
+	}
+	if resp := r.con(post, tok(), append(slices.Clone(o), opt{23, u(1<<4 | 2)}), nil); resp.code != code(4, 8) {
+		t.Fatalf("a Block2 continuation of a one-block answer: %d.%02d, want 4.08", resp.code>>5, resp.code&31)
+	}
+}

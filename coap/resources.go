@@ -180,6 +180,14 @@ func (s *Server) handle(w *responsewriter.ResponseWriter[*udpclient.Conn], m *po
 			return
 		}
 		s.reply(w, m, ses, c.resp, &b2)
+		if len(c.resp.body) <= b2.size()*int(b2.num+1) {
+			// The last block: nothing more to serve from this copy.
+			ses.mu.Lock()
+			if ses.responses[path] == c {
+				delete(ses.responses, path)
+			}
+			ses.mu.Unlock()
+		}
 		return
 	}
 	req, done, err := s.readRequest(w, m, ses, path, rt)
@@ -285,13 +293,13 @@ func (s *Server) run(w *responsewriter.ResponseWriter[*udpclient.Conn], m *pool.
 	defer timer.Stop()
 	select {
 	case resp := <-result:
-		s.finish(ses, rt, req, resp)
+		s.finish(ses, rt, req, resp, want)
 		s.reply(w, m, ses, resp, want, b1...)
 	case <-timer.C:
 		token := slices.Clone(m.Token())
 		go func() {
 			resp := <-result
-			s.finish(ses, rt, req, resp)
+			s.finish(ses, rt, req, resp, want)
 			out := cc.AcquireMessage(cc.Context())
 			defer cc.ReleaseMessage(out)
 			out.SetToken(token)
@@ -304,8 +312,12 @@ func (s *Server) run(w *responsewriter.ResponseWriter[*udpclient.Conn], m *pool.
 	}
 }
 
-// finish counts the response and keeps a POST response for Block2.
-func (s *Server) finish(ses *session, rt route, req *request, resp response) {
+// finish counts the response and keeps a POST response for Block2 when it
+// does not fit in its first block (want, or the default size): only then
+// will the client ask for more. A kept response is dropped when its last
+// block has been served, so an /skg answer (which holds a private key)
+// does not stay in the session for TransferLifetime.
+func (s *Server) finish(ses *session, rt route, req *request, resp response, want *block) {
 	s.count(rt.name, resp.code)
 	// One event per operation (Block1 blocks and Block2 continuations are
 	// not operations of their own).
@@ -317,9 +329,17 @@ func (s *Server) finish(ses *session, rt route, req *request, resp response) {
 		attrs = append(attrs, slog.String("err", string(resp.body)))
 	}
 	s.log.LogAttrs(context.Background(), slog.LevelInfo, "coap request", attrs...)
+	first := block{szx: defaultSZX}
+	if want != nil {
+		first = *want
+	}
 	if rt.method == codes.POST {
 		ses.mu.Lock()
-		ses.responses[req.path] = &cached{resp: resp, at: s.clk.Now()}
+		if len(resp.body) > first.size()*int(first.num+1) {
+			ses.responses[req.path] = &cached{resp: resp, at: s.clk.Now()}
+		} else {
+			delete(ses.responses, req.path)
+		}
 		ses.mu.Unlock()
 	}
 }
