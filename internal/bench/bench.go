@@ -235,6 +235,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
+	if cfg.Count > 0 {
+		// Identities are minted before the clock starts (Identities.Prepare).
+		if err := cfg.Identities.Prepare(ctx, cfg.Count); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+	}
 	r := &runner{cfg: cfg, errKinds: map[string]int{}, serials: map[string]bool{}}
 	if cfg.Ledger != nil {
 		r.ledger = newLedgerWriter(cfg.Ledger)

@@ -358,3 +358,45 @@ func TestRun_OpenLoop(t *testing.T) {
 		t.Errorf("duration %.3f s, shorter than the arrival schedule %.3f s", rep.DurationS, sched)
 	}
 }
+
+// TestIdentities_Prepare: prepared identities are handed out before any
+// is minted, all distinct and each a valid IDevID of the lab
+// manufacturer; then Next mints again.
+func TestIdentities_Prepare(t *testing.T) {
+	t.Parallel()
+	clk := clock.NewFake()
+	clk.Set(time.Now())
+	dir := t.TempDir()
+	if err := lab.Generate(dir, lab.GenerateOptions{Clock: clk, MASAAuthority: "127.0.0.1:9443"}); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := LoadIdentities(t.Context(), dir, clk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	if err := ids.Prepare(t.Context(), n); err != nil {
+		t.Fatal(err)
+	}
+	if minted := ids.n.Load(); minted != n {
+		t.Fatalf("Prepare(%d) minted %d", n, minted)
+	}
+	seen := map[string]bool{}
+	for range n + 1 {
+		cert, serial, err := ids.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[serial] || cert.Leaf == nil || cert.Leaf.Subject.SerialNumber != serial {
+			t.Fatalf("identity %q: repeated, or its certificate says %v", serial, cert.Leaf)
+		}
+		seen[serial] = true
+		if err := cert.Leaf.CheckSignatureFrom(ids.ca.Cert); err != nil {
+			t.Fatalf("identity %q: %v", serial, err)
+		}
+	}
+	// n prepared, then one minted by Next.
+	if minted := ids.n.Load(); minted != n+1 {
+		t.Fatalf("%d minted after %d Next calls, want %d", minted, n+1, n+1)
+	}
+}

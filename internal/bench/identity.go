@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"sync/atomic"
 
 	"github.com/jmhodges/clock"
@@ -33,6 +35,49 @@ type Identities struct {
 	prefix        string
 	clk           clock.Clock
 	n             atomic.Int64
+
+	mu       sync.Mutex
+	prepared []preparedID
+}
+
+type preparedID struct {
+	cert   tls.Certificate
+	serial string
+}
+
+// MaxPrepared caps Prepare: an identity is a few KiB.
+const MaxPrepared = 20_000
+
+// Prepare mints n identities (at most MaxPrepared) on all cores before a
+// measurement, so that Next hands them out instead of minting while it
+// is timed: a device has its IDevID before it onboards, so minting is
+// not part of the work measured.
+func (m *Identities) Prepare(ctx context.Context, n int) error {
+	n = min(n, MaxPrepared)
+	out := make([]preparedID, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, runtime.GOMAXPROCS(0))
+	for w := range errs {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
+				cert, serial, err := m.mint()
+				if err != nil {
+					errs[w] = err
+					return
+				}
+				out[i] = preparedID{cert, serial}
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(append(errs, ctx.Err())...); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.prepared = append(m.prepared, out...)
+	m.mu.Unlock()
+	return nil
 }
 
 // LoadIdentities loads the lab under dir (lab.Load) and its manufacturer's
@@ -62,8 +107,23 @@ func LoadIdentities(ctx context.Context, dir string, clk clock.Clock) (*Identiti
 	}, nil
 }
 
-// Next mints a new IDevID and returns it with its serial number.
+// Next returns a prepared IDevID, or mints a new one, with its serial
+// number.
 func (m *Identities) Next() (tls.Certificate, string, error) {
+	m.mu.Lock()
+	if k := len(m.prepared); k > 0 {
+		p := m.prepared[k-1]
+		m.prepared[k-1] = preparedID{}
+		m.prepared = m.prepared[:k-1]
+		m.mu.Unlock()
+		return p.cert, p.serial, nil
+	}
+	m.mu.Unlock()
+	return m.mint()
+}
+
+// mint makes a new IDevID with the next serial number.
+func (m *Identities) mint() (tls.Certificate, string, error) {
 	serial := fmt.Sprintf("%s%07d", m.prefix, m.n.Add(1))
 	key, err := pki.GenerateKey()
 	if err != nil {
