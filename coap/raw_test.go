@@ -356,12 +356,7 @@ func TestServer_Block1NewTokenEachBlock(t *testing.T) {
 			t.Fatalf("crts block %d: %d.%02d", num, resp.code>>5, resp.code&31)
 		}
 		got = append(got, resp.payload...)
-		b2, _ := resp.opt(23)
-		var v uint32
-		for _, x := range b2 {
-			v = v<<8 | uint32(x)
-		}
-		if v&8 == 0 {
+		if !resp.moreBlocks() {
 			break
 		}
 	}
@@ -445,12 +440,7 @@ func TestServer_Block2CopyDropped(t *testing.T) {
 			t.Fatalf("skg block %d: %d.%02d %s", num, resp.code>>5, resp.code&31, resp.payload)
 		}
 		got = append(got, resp.payload...)
-		b2, _ := resp.opt(23)
-		var v uint32
-		for _, x := range b2 {
-			v = v<<8 | uint32(x)
-		}
-		if v&8 == 0 {
+		if !resp.moreBlocks() {
 			last = num
 			break
 		}
@@ -470,4 +460,15 @@ func TestServer_Block2CopyDropped(t *testing.T) {
 	if resp := r.con(post, tok(), append(slices.Clone(o), opt{23, u(1<<4 | 2)}), nil); resp.code != code(4, 8) {
 		t.Fatalf("a Block2 continuation of a one-block answer: %d.%02d, want 4.08", resp.code>>5, resp.code&31)
 	}
+}
+
+// moreBlocks reports whether r's Block2 option has the M bit (more
+// blocks follow).
+func (r reply) moreBlocks() bool {
+	b2, _ := r.opt(23)
+	var v uint32
+	for _, x := range b2 {
+		v = v<<8 | uint32(x)
+	}
+	return v&8 != 0
 }

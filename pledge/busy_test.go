@@ -177,11 +177,19 @@ func (h *onStatus) Enabled(context.Context, slog.Level) bool { return true }
 func (h *onStatus) WithAttrs([]slog.Attr) slog.Handler       { return h }
 func (h *onStatus) WithGroup(string) slog.Handler            { return h }
 func (h *onStatus) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message != "request" {
+	status, path, ok := requestLog(r)
+	if !ok || status != h.status || path != pledge.PathRequestVoucher {
 		return nil
 	}
-	var status int64
-	var path string
+	return h.fire(context.WithoutCancel(ctx), h.n.Add(1))
+}
+
+// requestLog returns the status and path of the registrar's request log
+// record r; ok is false for any other record.
+func requestLog(r slog.Record) (status int64, path string, ok bool) {
+	if r.Message != "request" {
+		return 0, "", false
+	}
 	r.Attrs(func(a slog.Attr) bool {
 		switch a.Key {
 		case "status":
@@ -191,8 +199,5 @@ func (h *onStatus) Handle(ctx context.Context, r slog.Record) error {
 		}
 		return true
 	})
-	if status != h.status || path != pledge.PathRequestVoucher {
-		return nil
-	}
-	return h.fire(context.WithoutCancel(ctx), h.n.Add(1))
+	return status, path, true
 }

@@ -33,21 +33,8 @@ func (h *on429) Enabled(context.Context, slog.Level) bool { return true }
 func (h *on429) WithAttrs([]slog.Attr) slog.Handler       { return h }
 func (h *on429) WithGroup(string) slog.Handler            { return h }
 func (h *on429) Handle(_ context.Context, r slog.Record) error {
-	if r.Message != "request" {
-		return nil
-	}
-	var status int64
-	var path string
-	r.Attrs(func(a slog.Attr) bool {
-		switch a.Key {
-		case "status":
-			status = a.Value.Int64()
-		case "path":
-			path = a.Value.String()
-		}
-		return true
-	})
-	if status != http.StatusTooManyRequests {
+	status, path, ok := requestLog(r)
+	if !ok || status != http.StatusTooManyRequests {
 		return nil
 	}
 	h.mu.Lock()
