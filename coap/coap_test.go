@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -251,11 +252,20 @@ func TestServer_SessionCap(t *testing.T) {
 	id := pkitest.NewIDevID(t, e.mfg, "SN-COAP-CAP", e.masa.Authority)
 	s1 := e.dial(t, *id)
 	s2 := e.dial(t, *id)
-	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	// The refusal is an alert, not silence: the dial ends well before its
+	// deadline.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	if s3, err := pledge.DialCoAPS(ctx, e.addr, id.TLS, e.verifyDomain); err == nil {
+	s3, err := pledge.DialCoAPS(ctx, e.addr, id.TLS, e.verifyDomain)
+	if err == nil {
 		_ = s3.Close()
 		t.Fatal("a third session was accepted over MaxSessions 2")
+	}
+	if ctx.Err() != nil || !strings.Contains(err.Error(), "InternalError") {
+		t.Fatalf("third session: %v (context: %v); want the internal_error alert before the deadline", err, ctx.Err())
+	}
+	if v := metric(t, e.metrics, "brski_coap_sessions_refused_total", nil); v != 1 {
+		t.Fatalf("refused = %v, want 1", v)
 	}
 	if _, err := s2.CACerts(t.Context()); err != nil {
 		t.Fatalf("an open session stopped working: %v", err)

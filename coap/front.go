@@ -259,6 +259,12 @@ func (f *front) hello(d []byte, ap netip.AddrPort, old *peer) {
 	if f.active >= f.srv.cfg.MaxSessions {
 		f.mu.Unlock()
 		f.srv.metrics.refused.Inc()
+		// The address is proven, so say no at once rather than let the
+		// client time out: a fatal internal_error alert, in the clear
+		// as alerts before the handshake are (RFC 5246 §7.2.2), and
+		// smaller than the hello.
+		var buf [recordHeaderLen + 2]byte
+		_, _ = f.pc.WriteToUDPAddrPort(fatalAlert(buf[:0], h.recordSeq, alertInternalError), ap)
 		return
 	}
 	select {

@@ -9,6 +9,7 @@ const (
 	recordHeaderLen    = 13 // type, version, epoch, sequence_number, length
 	handshakeHeaderLen = 12 // msg_type, length, message_seq, fragment_offset, fragment_length
 
+	contentAlert           = 21
 	contentHandshake       = 22
 	typeClientHello        = 1
 	typeHelloVerifyRequest = 3
@@ -156,4 +157,17 @@ func vector16(b []byte) ([]byte, []byte, bool) {
 		return nil, nil, false
 	}
 	return b[2 : 2+n], b[2+n:], true
+}
+
+// alertInternalError is the internal_error alert description (RFC 5246
+// §7.2.2): the server cannot go on for a reason unrelated to the peer.
+const alertInternalError = 80
+
+// fatalAlert appends to dst an epoch-0 record holding a fatal alert
+// (level 2) with description desc, with record sequence number seq (6
+// bytes, the ClientHello's).
+func fatalAlert(dst, seq []byte, desc byte) []byte {
+	dst = append(dst, contentAlert, 0xfe, 0xfd, 0, 0)
+	dst = append(dst, seq...)
+	return append(dst, 0, 2, 2, desc)
 }
