@@ -355,7 +355,10 @@ func TestServer_UnterminatedHandshake(t *testing.T) {
 		_ = s.Close()
 		t.Fatal("a session was accepted while the stalled handshake held the only slot")
 	}
-	for range 5 {
+	// Refusals are immediate (an alert), so retry until well past the
+	// handshake timeout.
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(t.Context(), 8*time.Second)
 		s, err := pledge.DialCoAPS(ctx, e.addr, id.TLS, e.verifyDomain)
 		cancel()
@@ -363,6 +366,7 @@ func TestServer_UnterminatedHandshake(t *testing.T) {
 			_ = s.Close()
 			return
 		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatal("the stalled handshake still holds the only session slot")
 }
