@@ -28,7 +28,7 @@ import (
 // keys are a contract (issue #7).
 type benchFlags struct {
 	registrar, labDir, admin, ledger string
-	coapsRegistrar                   string
+	coapsRegistrar, cpuProfile       string
 	count, concurrency, serverPID    int
 	holdConns                        int
 	duration                         time.Duration
@@ -103,6 +103,7 @@ record is lost.`,
 	fl.IntVar(&f.serverPID, "server-pid", 0, "the registrar's process ID, to read its CPU and RSS from /proc")
 	fl.StringVar(&f.admin, "admin", "", "the registrar's admin URL, to read its CPU and RSS from /metrics")
 	fl.StringVar(&f.ledger, "ledger", "", "ledger file (default DIR/bench-ledger.jsonl)")
+	fl.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator itself (the timed part) to this file, for go tool pprof")
 	fl.IntVar(&f.holdConns, "hold-conns", 0, "idle keep-alive connections to hold open to the registrar during the run (memory with many connections)")
 	cmd.AddCommand(a.benchReconcileCmd(), a.benchSeedCmd())
 	return cmd
@@ -184,7 +185,17 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 		return fmt.Errorf("bench: ledger: %w", err)
 	}
 	defer lf.Close()
+	var prof io.Writer
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("bench: --cpuprofile: %w", err)
+		}
+		defer pf.Close()
+		prof = pf
+	}
 	rep, err := bench.Run(ctx, bench.Config{
+		CPUProfile:     prof,
 		Registrar:      u,
 		Identities:     ids,
 		Count:          f.count,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -17,7 +18,8 @@ func TestBench_LabChild(t *testing.T) {
 	bin := buildGatehouse(t)
 	dir := filepath.Join(t.TempDir(), "data")
 	cmd := exec.CommandContext(t.Context(), bin, "bench", "--lab", dir, "--count", "6", "--concurrency", "3",
-		"--reenroll-share", "0.3", "--coaps-share", "0.5", "--floor", "--floor-duration", "300ms", "--json")
+		"--reenroll-share", "0.3", "--coaps-share", "0.5", "--floor", "--floor-duration", "300ms", "--json",
+		"--cpuprofile", filepath.Join(t.TempDir(), "client.pprof"))
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -46,6 +48,10 @@ func TestBench_LabChild(t *testing.T) {
 	rec, _ := rep["reconciled"].(map[string]any)
 	if rec["entries"] != 6.0 || rec["lost_records"] != 0.0 {
 		t.Errorf("reconciled = %v", rec)
+	}
+	// --cpuprofile wrote a profile (gzip-compressed protobuf).
+	if prof, err := os.ReadFile(cmd.Args[len(cmd.Args)-1]); err != nil || len(prof) < 2 || prof[0] != 0x1f || prof[1] != 0x8b {
+		t.Errorf("--cpuprofile: %d bytes, %v", len(prof), err)
 	}
 	if !strings.Contains(stderr.String(), "started gatehouse lab") {
 		t.Errorf("stderr = %q", stderr.String())

@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/big"
 	"net/url"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
@@ -76,6 +77,9 @@ type Config struct {
 	Ledger io.Writer
 	// Progress, when set, receives a progress line every ProgressEvery.
 	Progress io.Writer
+	// CPUProfile, when set, receives a CPU profile of this process (the
+	// load generator) for the timed part of the run.
+	CPUProfile io.Writer
 	// ProgressEvery is the progress interval. Default DefaultProgressEvery.
 	ProgressEvery time.Duration
 	// Clock is the only source of time. Required.
@@ -269,6 +273,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		var cancel context.CancelFunc
 		runCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
+	}
+	if cfg.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(cfg.CPUProfile); err != nil {
+			return nil, fmt.Errorf("bench: cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	start := clk.Now()
 	progressDone := make(chan struct{})
