@@ -62,7 +62,7 @@ func NewMode(mode Mode, allow map[string]string) (*Linter, error) {
 		if err != nil {
 			return nil, fmt.Errorf("new fast linter: %w", err)
 		}
-		l.registry = reg
+		l.setRegistry(reg)
 		return l, nil
 	}
 	return nil, fmt.Errorf("lint mode %q: want %s, %s or %s", mode, ModeFull, ModeFast, ModeOff)

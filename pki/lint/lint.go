@@ -22,7 +22,8 @@ import (
 	"strings"
 
 	zx509 "github.com/zmap/zcrypto/x509"
-	"github.com/zmap/zlint/v3"
+	// The zlint package registers every lint in zl.GlobalRegistry.
+	_ "github.com/zmap/zlint/v3"
 	zl "github.com/zmap/zlint/v3/lint"
 
 	"github.com/gatehouse-pki/gatehouse/pki"
@@ -94,6 +95,16 @@ func (e *Error) Error() string {
 type Linter struct {
 	registry zl.Registry
 	allow    map[string]string
+	// lints and config are the registry's, taken once (setRegistry):
+	// zlint.LintCertificateEx asks the registry for its sorted names and
+	// lints on every call.
+	lints  []*zl.CertificateLint
+	config zl.Configuration
+}
+
+// setRegistry makes reg the set of lints l runs.
+func (l *Linter) setRegistry(reg zl.Registry) {
+	l.registry, l.lints, l.config = reg, reg.CertificateLints().Lints(), reg.GetConfiguration()
 }
 
 var _ pki.Linter = (*Linter)(nil)
@@ -125,7 +136,9 @@ func New(allow map[string]string) (*Linter, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("new linter: %w", err)
 	}
-	return &Linter{registry: reg, allow: all}, nil
+	l := &Linter{allow: all}
+	l.setRegistry(reg)
+	return l, nil
 }
 
 // Lint parses der with zcrypto and runs the lints. It returns nil, or an
@@ -135,16 +148,19 @@ func (l *Linter) Lint(der []byte) error {
 	if err != nil {
 		return fmt.Errorf("zlint: parse certificate: %w", err)
 	}
-	rs := zlint.LintCertificateEx(c, l.registry)
+	// What zlint.LintCertificateEx does, without its per-call registry
+	// look-ups: each lint's Execute (which recovers a panicking lint as
+	// Fatal) with the registry's configuration.
 	var fs []Finding
-	for name, r := range rs.Results {
+	for _, lt := range l.lints {
+		r := lt.Execute(c, l.config)
 		if r == nil || r.Status < zl.Notice {
 			continue
 		}
-		if _, ok := l.allow[name]; ok {
+		if _, ok := l.allow[lt.Name]; ok {
 			continue
 		}
-		fs = append(fs, Finding{Lint: name, Status: r.Status.String(), Details: r.Details})
+		fs = append(fs, Finding{Lint: lt.Name, Status: r.Status.String(), Details: r.Details})
 	}
 	if len(fs) == 0 {
 		return nil
