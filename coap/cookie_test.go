@@ -422,3 +422,60 @@ func TestServer_CloseReleasesSlot(t *testing.T) {
 		}
 	}
 }
+
+// withRecordSeq returns record b (one DTLS record) with its 48-bit record
+// sequence number set to seq.
+func withRecordSeq(b []byte, seq uint64) []byte {
+	b = bytes.Clone(b)
+	for i := range 6 {
+		b[10-i] = byte(seq >> (8 * i))
+	}
+	return b
+}
+
+// recordSeqs returns the record sequence numbers of the records in
+// datagram b.
+func recordSeqs(b []byte) []uint64 {
+	var out []uint64
+	for len(b) >= 13 {
+		var s uint64
+		for _, x := range b[5:11] {
+			s = s<<8 | uint64(x)
+		}
+		out = append(out, s)
+		n := 13 + (int(b[11])<<8 | int(b[12]))
+		if n > len(b) {
+			break
+		}
+		b = b[n:]
+	}
+	return out
+}
+
+// TestServer_RecordSequenceAfterCookie: the HelloVerifyRequest repeats
+// the ClientHello's record sequence number (RFC 6347 §4.2.1), so the
+// client's replay window has seen it; the server's first flight after the
+// echoed cookie must use record sequence numbers the client has not seen
+// (from the echoing hello's on), or the client drops the ServerHello as a
+// replay and the handshake stalls until a retransmission (it did: one
+// second per handshake).
+func TestServer_RecordSequenceAfterCookie(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.udp(t)
+	var random handshake.Random
+	// A client that sent its first hello three times (record 0, 1, 2).
+	hvr := roundTrip(t, c, withRecordSeq(clientHello(t, &random, nil, 0), 2), 2*time.Second)
+	if handshakeType(hvr) != handshake.TypeHelloVerifyRequest || recordSeqs(hvr)[0] != 2 {
+		t.Fatalf("HelloVerifyRequest %x: want record sequence 2, the hello's", hvr[:min(len(hvr), 16)])
+	}
+	flight := roundTrip(t, c, withRecordSeq(clientHello(t, &random, cookieOf(t, hvr), 1), 3), 2*time.Second)
+	if handshakeType(flight) != handshake.TypeServerHello {
+		t.Fatalf("the echoed cookie was answered %x, want a ServerHello", flight[:min(len(flight), 16)])
+	}
+	for _, s := range recordSeqs(flight) {
+		if s < 3 {
+			t.Fatalf("server flight record sequence numbers %v: %d was already used by a HelloVerifyRequest", recordSeqs(flight), s)
+		}
+	}
+}

@@ -1173,6 +1173,18 @@ func (c *Conn) handleIncomingPacket(
 	} else if isHandshake {
 		markPacketAsValid()
 
+		// gatehouse patch: see fragmentBuffer.cookieEchoRecord.
+		if seq, ok := c.fragmentBuffer.takeCookieEcho(); ok {
+			c.lock.Lock()
+			if len(c.state.localSequenceNumber) == 0 {
+				c.state.localSequenceNumber = append(c.state.localSequenceNumber, 0)
+			}
+			if atomic.LoadUint64(&c.state.localSequenceNumber[0]) < seq {
+				atomic.StoreUint64(&c.state.localSequenceNumber[0], seq)
+			}
+			c.lock.Unlock()
+		}
+
 		for out, epoch := c.fragmentBuffer.pop(); out != nil; out, epoch = c.fragmentBuffer.pop() {
 			header := &handshake.Header{}
 			if err := header.Unmarshal(out); err != nil {

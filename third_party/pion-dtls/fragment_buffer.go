@@ -111,7 +111,14 @@ type fragmentBuffer struct {
 	// gatehouse patch: acceptCookieEcho (a server whose caller runs the
 	// cookie exchange) lets the first message be a ClientHello with
 	// message_seq 1, the one that echoes the caller's cookie.
-	acceptCookieEcho bool
+	// cookieEchoRecord is then that hello's record sequence number, until
+	// takeCookieEcho: the caller's HelloVerifyRequests repeated the
+	// record sequence numbers of the client's earlier hellos (RFC 6347
+	// section 4.2.1), all below it, so the server numbers its records
+	// from there or the client drops them as replays.
+	acceptCookieEcho  bool
+	cookieEchoRecord  uint64
+	cookieEchoPending bool
 
 	totalBufferSize    int
 	totalFragmentCount int
@@ -163,6 +170,7 @@ func (f *fragmentBuffer) push(buf []byte) (isHandshake, isRetransmit bool, err e
 			if header.Type == handshake.TypeClientHello && header.MessageSequence == 1 &&
 				recordLayerHeader.Epoch == 0 && f.currentMessageSequenceNumber == 0 && len(f.cache) == 0 {
 				f.currentMessageSequenceNumber = 1
+				f.cookieEchoRecord, f.cookieEchoPending = recordLayerHeader.SequenceNumber, true
 			}
 		}
 		data := buf[handshake.HeaderLength:end]
@@ -235,4 +243,13 @@ func (f *fragmentBuffer) pop() (content []byte, epoch uint16) {
 	f.currentMessageSequenceNumber++
 
 	return content, frags.epoch
+}
+
+// takeCookieEcho returns, once, the record sequence number of a
+// ClientHello taken as the echo of a caller's cookie (gatehouse patch).
+func (f *fragmentBuffer) takeCookieEcho() (uint64, bool) {
+	seq, ok := f.cookieEchoRecord, f.cookieEchoPending
+	f.cookieEchoPending = false
+
+	return seq, ok
 }
