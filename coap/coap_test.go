@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,8 +46,8 @@ func newEnv(t testing.TB, edit ...func(*registrartest.Options)) *env {
 }
 
 // newEnvWith is newEnv with a listener configuration and, when wrap is
-// set, the EST service wrapped (failure injection).
-func newEnvWith(t testing.TB, cfg coap.Config, wrap func(coap.EST) coap.EST, edit ...func(*registrartest.Options)) *env {
+// set, the listener's collaborators wrapped (failure injection, counting).
+func newEnvWith(t testing.TB, cfg coap.Config, wrap func(*coap.Deps), edit ...func(*registrartest.Options)) *env {
 	t.Helper()
 	fc := pkitest.NewClock()
 	mfg := pkitest.NewCA(t, pkitest.Name("CoAP Test Manufacturer"), pkitest.Clock(fc))
@@ -56,18 +57,18 @@ func newEnvWith(t testing.TB, cfg coap.Config, wrap func(coap.EST) coap.EST, edi
 		e(&opts)
 	}
 	reg := registrartest.Start(t, opts)
-	var estSvc coap.EST = reg.EST
-	if wrap != nil {
-		estSvc = wrap(estSvc)
-	}
 	metrics := prometheus.NewRegistry()
-	srv, err := coap.New(cfg, coap.Deps{
+	deps := coap.Deps{
 		Logger:    slog.New(slog.DiscardHandler),
 		Clock:     fc,
 		Metrics:   metrics,
 		Registrar: reg.Service,
-		EST:       estSvc,
-	})
+		EST:       reg.EST,
+	}
+	if wrap != nil {
+		wrap(&deps)
+	}
+	srv, err := coap.New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +292,7 @@ func (s slowEST) EnrollDER(ctx context.Context, req *est.Request, der []byte) (*
 // request's token (RFC 7252 §5.2.2, RFC 9148 §5.7).
 func TestServer_SeparateResponse(t *testing.T) {
 	t.Parallel()
-	e := newEnvWith(t, coap.Config{PiggybackWait: 50 * time.Millisecond}, func(s coap.EST) coap.EST { return slowEST{s, 300 * time.Millisecond} })
+	e := newEnvWith(t, coap.Config{PiggybackWait: 50 * time.Millisecond}, func(d *coap.Deps) { d.EST = slowEST{d.EST, 300 * time.Millisecond} })
 	id := e.onboarded(t, "SN-COAP-SEP")
 	r := e.raw(t, id.TLS)
 	key := pkitest.NewKey(t)
@@ -359,5 +360,41 @@ func TestServer_ConstrainedOnboarding(t *testing.T) {
 	}
 	if kinds[store.TelemetryVoucherStatus] != 1 || kinds[store.TelemetryEnrollStatus] != 1 {
 		t.Fatalf("telemetry = %v, want one voucher_status and one enrollstatus", kinds)
+	}
+}
+
+// countingRegistrar counts chain verifications.
+type countingRegistrar struct {
+	coap.Registrar
+	n atomic.Int32
+}
+
+func (c *countingRegistrar) ClassifyPeer(ctx context.Context, certs []*x509.Certificate) (*registrar.Peer, error) {
+	c.n.Add(1)
+	return c.Registrar.ClassifyPeer(ctx, certs)
+}
+
+// TestServer_ChainVerifiedOncePerSession: the handshake's verification of
+// the client chain is the session's; it is not repeated when the session
+// starts, nor per request.
+func TestServer_ChainVerifiedOncePerSession(t *testing.T) {
+	t.Parallel()
+	var counter *countingRegistrar
+	e := newEnvWith(t, coap.Config{}, func(d *coap.Deps) {
+		counter = &countingRegistrar{Registrar: d.Registrar}
+		d.Registrar = counter
+	})
+	id := pkitest.NewIDevID(t, e.mfg, "SN-COAP-ONCE", e.masa.Authority)
+	for i := range 3 {
+		s := e.dial(t, *id)
+		for range 2 {
+			if _, err := s.CACerts(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = s.Close()
+		if n := counter.n.Load(); n != int32(i+1) {
+			t.Fatalf("after %d sessions the chain was verified %d times", i+1, n)
+		}
 	}
 }

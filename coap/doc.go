@@ -3,7 +3,8 @@
 // mapped onto the same services as HTTPS. EST operations go through the
 // est.Server's DER entry points (the same CSR checks, the same est.CA back
 // end, the same issuance intents); pledges are authenticated in the DTLS
-// handshake by registrar.Service.VerifyPeer, the code the TLS listener uses.
+// handshake by registrar.Service.ClassifyPeer, the code the TLS listener
+// uses, once per session.
 //
 // Invariants:
 //   - DTLS 1.2 only (pion/dtls), cookie exchange (HelloVerifyRequest),

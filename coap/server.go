@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/gatehouse-pki/gatehouse/est"
+	"github.com/gatehouse-pki/gatehouse/registrar"
 )
 
 // Config is the CoAPS listener's configuration. Pure data; the zero value
@@ -97,7 +98,10 @@ type Registrar interface {
 	Certificate() tls.Certificate
 	Throttle(remote string, leaf *x509.Certificate) time.Duration
 	ConnContext(ctx context.Context, c net.Conn) context.Context
-	VerifyPeer(ctx context.Context, certs []*x509.Certificate) error
+	// ClassifyPeer verifies a client chain as the HTTPS listener does;
+	// SetPeer records the result on a connection (ConnContext).
+	ClassifyPeer(ctx context.Context, certs []*x509.Certificate) (*registrar.Peer, error)
+	SetPeer(ctx context.Context, p *registrar.Peer)
 }
 
 // EST is the EST service the resources map onto (*est.Server).
@@ -127,6 +131,8 @@ type Server struct {
 	est     EST
 	metrics *metrics
 	routes  map[string]route
+	// handshakePeers hands the handshake's verification to onNewConn.
+	handshakePeers *handshakePeers
 
 	mu       sync.Mutex
 	sessions map[*udpclient.Conn]*session
@@ -158,6 +164,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		est:      deps.EST,
 		metrics:  newMetrics(deps.Metrics),
 		sessions: map[*udpclient.Conn]*session{},
+		// Room for every handshake the cap admits, twice over.
+		handshakePeers: newHandshakePeers(2 * cfg.MaxSessions),
 	}
 	s.routes = s.newRoutes()
 	return s, nil
@@ -208,7 +216,12 @@ func (s *Server) dtlsOptions() []piondtls.ServerOption {
 			if err != nil {
 				return err
 			}
-			return s.reg.VerifyPeer(context.Background(), certs)
+			p, err := s.reg.ClassifyPeer(context.Background(), certs)
+			if err != nil {
+				return err
+			}
+			s.handshakePeers.put(raw, p, s.clk.Now())
+			return nil
 		}),
 		piondtls.WithMTU(1024),
 		piondtls.WithInsecureSkipVerifyHello(true),
@@ -387,7 +400,14 @@ func (s *Server) onNewConn(cc *udpclient.Conn) {
 		chain, err := c.peerChain()
 		if err == nil {
 			ctx := s.reg.ConnContext(context.Background(), c)
-			if err = s.reg.VerifyPeer(ctx, chain); err == nil {
+			// The handshake verified this chain moments ago; verify again
+			// only when its result is gone.
+			p := s.handshakePeers.take(rawChain(chain), s.clk.Now(), s.cfg.HandshakeTimeout)
+			if p == nil {
+				p, err = s.reg.ClassifyPeer(ctx, chain)
+			}
+			if err == nil {
+				s.reg.SetPeer(ctx, p)
 				ses.chain, ses.values = chain, ctx
 			}
 		}

@@ -19,14 +19,32 @@ func (s *Service) Certificate() tls.Certificate {
 	return s.ra
 }
 
-// VerifyPeer classifies a client chain presented in a DTLS handshake as
+// ClassifyPeer classifies a client chain presented in a DTLS handshake as
 // TLSConfig's VerifyConnection does for TLS: an IDevID of a configured
-// manufacturer or an LDevID this registrar issued, else an error (the
-// handshake ends with an alert). When ctx carries a connection record
-// (ConnContext), the classified peer is noted there, so the connection's
-// requests reuse it and the chain is not verified again per request.
-func (s *Service) VerifyPeer(ctx context.Context, certs []*x509.Certificate) error {
-	return s.verifyConnection(ctx, connStateFrom(ctx))(tls.ConnectionState{PeerCertificates: certs})
+// manufacturer or an LDevID this registrar issued (its revocation read
+// now), else an error (the handshake ends with an alert). It returns the
+// peer for SetPeer: a DTLS stack's verification callback does not know
+// the connection it runs for.
+func (s *Service) ClassifyPeer(ctx context.Context, certs []*x509.Certificate) (*Peer, error) {
+	if len(certs) == 0 {
+		return nil, errUnknownPeer
+	}
+	p, err := s.classify(certs)
+	if err != nil {
+		return nil, err
+	}
+	return s.refreshLDevID(ctx, p)
+}
+
+// SetPeer notes p (from ClassifyPeer) as the peer of the connection whose
+// record ctx carries (ConnContext), so the connection's requests reuse it
+// and the chain is not verified again per request.
+func (s *Service) SetPeer(ctx context.Context, p *Peer) {
+	if cs := connStateFrom(ctx); cs != nil {
+		cs.mu.Lock()
+		cs.peer = p
+		cs.mu.Unlock()
+	}
 }
 
 // Throttle spends one token from the per-IP and per-client-certificate
