@@ -100,3 +100,22 @@ func BenchmarkFront_CookieCheck(b *testing.B) {
 		}
 	}
 }
+
+// FuzzFrontHandle: whatever datagram arrives from an address without a
+// session, the front keeps nothing: only a valid cookie, which the fuzzer
+// cannot forge, makes a peer (reliability F08).
+func FuzzFrontHandle(f *testing.F) {
+	f.Add(helloRecord(f, nil), uint16(40000))
+	f.Add(helloRecord(f, make([]byte, cookieLen)), uint16(40001))
+	f.Add([]byte{22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, uint16(1))
+	fr := newTestFront(f)
+	f.Fuzz(func(t *testing.T, d []byte, port uint16) {
+		fr.handle(d, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 2, 0, 1}), port))
+		fr.mu.Lock()
+		peers, active := len(fr.peers), fr.active
+		fr.mu.Unlock()
+		if peers != 0 || active != 0 || len(fr.accept) != 0 {
+			t.Fatalf("a datagram without a valid cookie left state: %d peers, %d active (%x)", peers, active, d)
+		}
+	})
+}
