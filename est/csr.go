@@ -216,13 +216,7 @@ func createCSR(req CSRRequest, key crypto.Signer) (*x509.CertificateRequest, err
 	if err != nil {
 		return nil, fmt.Errorf("sign: %w", err)
 	}
-	var b cryptobyte.Builder
-	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddBytes(tbs)
-		b.AddBytes(sigAlg)
-		b.AddASN1BitString(sig)
-	})
-	der, err := b.Bytes()
+	der, err := pki.AssembleSigned(tbs, sigAlg, sig)
 	if err != nil {
 		return nil, err
 	}

@@ -421,13 +421,7 @@ func lintCertificate(tbs, sig []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var b cryptobyte.Builder
-	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddBytes(tbs)
-		b.AddBytes(alg)
-		b.AddASN1BitString(sig)
-	})
-	der, err := b.Bytes()
+	der, err := AssembleSigned(tbs, alg, sig)
 	if err != nil {
 		return nil, fmt.Errorf("%w: assemble lint certificate: %w", ErrSign, err)
 	}
@@ -571,3 +565,17 @@ func (iss *Issuer) WithCA(ca *CA) (*Issuer, error) {
 // Linter returns the pre-issuance linter (nil when none), so certificates
 // the CA signs outside Prepare (rollover links) are linted the same way.
 func (iss *Issuer) Linter() Linter { return iss.linter }
+
+// AssembleSigned returns the DER SEQUENCE { tbs, signatureAlgorithm,
+// signature BIT STRING } that certificates (RFC 5280 §4.1) and
+// certification requests (RFC 2986 §4.2) share; tbs and alg are complete
+// DER elements.
+func AssembleSigned(tbs, alg, sig []byte) ([]byte, error) {
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(tbs)
+		b.AddBytes(alg)
+		b.AddASN1BitString(sig)
+	})
+	return b.Bytes()
+}
