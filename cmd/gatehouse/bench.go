@@ -356,6 +356,10 @@ func printBenchReport(w io.Writer, r *bench.Report, ledger string) {
 			fmt.Fprintf(w, ", server CPU ratio %.2f", r.ServerCPURatioToFloor)
 		}
 		fmt.Fprintln(w)
+		if r.SharedCeilingPerS > 0 {
+			fmt.Fprintf(w, "  ceiling:     %.1f/s (ratio %.2f) for a server at the floor sharing these cores with this load generator (%.3f ms CPU per operation)\n",
+				r.SharedCeilingPerS, r.SharedCeilingRatio, r.ClientCPUPerOpMs)
+		}
 	}
 	fmt.Fprintf(w, "  latency ms:  p50 %.1f  p95 %.1f  p99 %.1f  max %.1f\n", r.P50Ms, r.P95Ms, r.P99Ms, r.MaxMs)
 	if r.ServerCPUS >= 0 {

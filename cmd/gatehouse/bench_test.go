@@ -31,7 +31,7 @@ func TestBench_LabChild(t *testing.T) {
 		t.Fatalf("output is not one JSON object: %v\n%s", err, out)
 	}
 	for _, k := range []string{"onboardings", "errors", "duration_s", "throughput_per_s", "p50_ms", "p95_ms", "p99_ms",
-		"server_cpu_s", "server_peak_rss_mib", "floor_per_s", "ratio_to_floor"} {
+		"server_cpu_s", "server_peak_rss_mib", "floor_per_s", "ratio_to_floor", "client_cpu_per_op_ms", "shared_ceiling_per_s"} {
 		if _, ok := rep[k]; !ok {
 			t.Errorf("no %q in %s", k, out)
 		}

@@ -171,6 +171,8 @@ type Report struct {
 	// ClientCPUS is this process's CPU time during the run: what the load
 	// generator itself cost the machine (-1 when unknown).
 	ClientCPUS float64 `json:"client_cpu_s"`
+	// ClientCPUPerOpMs is ClientCPUS per successful operation.
+	ClientCPUPerOpMs float64 `json:"client_cpu_per_op_ms,omitempty"`
 	// ServerStartupS is how long the server took from exec to ready, when
 	// the bench started it.
 	ServerStartupS float64 `json:"server_startup_s,omitempty"`
@@ -185,6 +187,14 @@ type Report struct {
 	// (the load generator included) took. Set with --floor when the server
 	// was measured.
 	ServerCPURatioToFloor float64 `json:"server_cpu_ratio_to_floor,omitempty"`
+	// SharedCeilingPerS is what a server doing exactly the floor's work
+	// could reach with this load generator on the same cores: cores over
+	// (the floor's CPU per onboarding plus the load generator's), and
+	// SharedCeilingRatio is that over FloorPerS. With --floor, when the
+	// load generator's CPU was measured; meaningful only when it shares
+	// the server's machine (a lab child, or a server on loopback).
+	SharedCeilingPerS  float64 `json:"shared_ceiling_per_s,omitempty"`
+	SharedCeilingRatio float64 `json:"shared_ceiling_ratio_to_floor,omitempty"`
 	// Floor details the floor measurement, with --floor.
 	Floor *FloorReport `json:"floor,omitempty"`
 	// Reconciled reports the ledger check against the store, when run:
@@ -201,6 +211,12 @@ func (r *Report) SetFloor(f *FloorReport) {
 	}
 	if r.ServerCPUPerOpMs > 0 {
 		r.ServerCPURatioToFloor = f.CPUPerOpMs / r.ServerCPUPerOpMs
+	}
+	if r.ClientCPUPerOpMs > 0 && f.CPUPerOpMs > 0 && f.Cores > 0 {
+		r.SharedCeilingPerS = float64(f.Cores) * 1000 / (f.CPUPerOpMs + r.ClientCPUPerOpMs)
+		if f.PerS > 0 {
+			r.SharedCeilingRatio = r.SharedCeilingPerS / f.PerS
+		}
 	}
 }
 
@@ -318,6 +334,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep.ClientCPUS = -1
 	if clientAfter, err := processCPU(); err == nil && clientErr == nil {
 		rep.ClientCPUS = (clientAfter - clientBefore).Seconds()
+		if n := rep.Onboardings + rep.Reenrollments; n > 0 {
+			rep.ClientCPUPerOpMs = rep.ClientCPUS * 1000 / float64(n)
+		}
 	}
 	rep.ServerCPUS, rep.ServerPeakRSSMiB = -1, -1
 	if cfg.Server != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -398,5 +399,28 @@ func TestIdentities_Prepare(t *testing.T) {
 	// n prepared, then one minted by Next.
 	if minted := ids.n.Load(); minted != n+1 {
 		t.Fatalf("%d minted after %d Next calls, want %d", minted, n+1, n+1)
+	}
+}
+
+// TestReport_SharedCeiling: the ceiling is cores over the floor's CPU
+// per onboarding plus the load generator's.
+func TestReport_SharedCeiling(t *testing.T) {
+	t.Parallel()
+	r := &Report{ThroughputPerS: 100, ServerCPUPerOpMs: 5, ClientCPUPerOpMs: 3}
+	r.SetFloor(&FloorReport{PerS: 800, CPUPerOpMs: 2.5, Cores: 2})
+	if want := 2000 / 5.5; math.Abs(r.SharedCeilingPerS-want) > 1e-9 {
+		t.Fatalf("ceiling %v, want %v", r.SharedCeilingPerS, want)
+	}
+	if want := 2000 / 5.5 / 800; math.Abs(r.SharedCeilingRatio-want) > 1e-9 {
+		t.Fatalf("ceiling ratio %v, want %v", r.SharedCeilingRatio, want)
+	}
+	if r.ServerCPURatioToFloor != 0.5 || r.RatioToFloor != 0.125 {
+		t.Fatalf("ratios %v %v", r.ServerCPURatioToFloor, r.RatioToFloor)
+	}
+	// Without the load generator's CPU there is no ceiling.
+	r2 := &Report{ThroughputPerS: 100}
+	r2.SetFloor(&FloorReport{PerS: 800, CPUPerOpMs: 2.5, Cores: 2})
+	if r2.SharedCeilingPerS != 0 {
+		t.Fatalf("ceiling %v without client CPU", r2.SharedCeilingPerS)
 	}
 }
