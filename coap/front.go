@@ -32,10 +32,10 @@ import (
 //     than the hello (no amplification);
 //   - a ClientHello whose cookie verifies (this period's key or the
 //     previous one) creates the session's peer, takes a session slot (or,
-//     with MaxSessions open, is refused: reliability F09) and goes to
-//     pion, which is told to skip its own cookie round and continues the
-//     handshake from message_seq 1 (the one-line patch in
-//     third_party/pion-dtls).
+//     with MaxSessions open, is refused with an alert: reliability F09)
+//     and goes to pion, which is told to skip its own cookie round and
+//     continues the handshake from message_seq 1, numbering its records
+//     after the client's hellos (the patch in third_party/pion-dtls).
 //
 // A new handshake from the address of a session (RFC 6347 §4.2.8, a
 // client restarted on a fixed port) goes through the same stateless
