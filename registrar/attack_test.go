@@ -3,10 +3,14 @@ package registrar_test
 import (
 	"bytes"
 	"crypto"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"fmt"
+	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"strings"
@@ -135,6 +139,30 @@ func TestAttackTableA(t *testing.T) {
 		{name: "A04 expired IDevID", masaZero: true, wantCode: 0,
 			do: withIDevID("SN-A04", func(t *testing.T, e *env) tls.Certificate {
 				return pkitest.NewIDevID(t, e.mfg, "SN-A04", e.masaAuthority(), pkitest.Expired()).TLS
+			})},
+		{name: "G08 client chain of 50 intermediates", masaZero: true, wantCode: 0,
+			do: withIDevID("SN-G08", func(t *testing.T, e *env) tls.Certificate {
+				ca := e.mfg
+				for i := range 50 {
+					ca = ca.SubCA(t, fmt.Sprintf("Deep Sub CA %02d", i+1))
+				}
+				id := pkitest.NewIDevID(t, ca, "SN-G08", e.masaAuthority())
+				if n := len(id.TLS.Certificate); n != 51 {
+					t.Fatalf("the pledge presents %d certificates, want 51", n)
+				}
+				return id.TLS
+			})},
+		{name: "G08 16384-bit RSA key", masaZero: true, wantCode: 0,
+			do: withIDevID("SN-G08R", func(t *testing.T, e *env) tls.Certificate {
+				// Generating such a key takes minutes; the registrar must
+				// refuse it on its size, so any odd 16384-bit modulus will do,
+				// and the pledge's signature is never checked.
+				n := new(big.Int).Lsh(big.NewInt(1), 16383)
+				n.Or(n, big.NewInt(0x10001*2+1))
+				key := hugeRSA{pub: &rsa.PublicKey{N: n, E: 65537}}
+				tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: "Pledge SN-G08R", SerialNumber: "SN-G08R"}, KeyUsage: x509.KeyUsageDigitalSignature}
+				cert := e.mfg.Issue(t, tmpl, key.pub)
+				return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
 			})},
 		{name: "A05 IDevID not yet valid", masaZero: true, wantCode: 0,
 			do: withIDevID("SN-A05", func(t *testing.T, e *env) tls.Certificate {
@@ -506,4 +534,16 @@ func TestAttackB11_AuditLog(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hugeRSA is a crypto.Signer for an RSA public key too large to have a
+// private key generated in a test: its signatures are zeros of the
+// modulus' length, which only a server that checks the key's size before
+// the signature never gets to see.
+type hugeRSA struct{ pub *rsa.PublicKey }
+
+func (h hugeRSA) Public() crypto.PublicKey { return h.pub }
+
+func (h hugeRSA) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return make([]byte, h.pub.Size()), nil
 }

@@ -486,7 +486,7 @@ func TestAttackTableE_EST(t *testing.T) {
 }
 
 // TestAttackTableG_EST: G04 and G06 on the EST routes (G01–G03 in
-// TestServerTimeouts; G05 in internal/web, web.LimitListener and
+// TestServerTimeouts; G08 in TestAttackTableA; G05 in internal/web, web.LimitListener and
 // NewServer's IdleTimeout).
 func TestAttackTableG_EST(t *testing.T) {
 	t.Parallel()
@@ -604,7 +604,7 @@ func TestServerTimeouts(t *testing.T) {
 	}
 	go func() { _ = short.ServeTLS(ln, "", "") }()
 	t.Cleanup(func() { _ = short.Close() })
-	for _, name := range []string{"G03 stalled handshake", "G01 slowloris headers"} {
+	for _, name := range []string{"G03 stalled handshake", "G01 slowloris headers", "G02 slow body"} {
 		conn, err := (&net.Dialer{}).DialContext(t.Context(), "tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
@@ -616,6 +616,15 @@ func TestServerTimeouts(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, _ = tc.Write([]byte("P"))
+			conn = tc
+		}
+		if name == "G02 slow body" {
+			// Whole headers announcing a body, one byte of it, silence.
+			tc := tls.Client(conn, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
+			if err := tc.HandshakeContext(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			_, _ = tc.Write([]byte("POST /.well-known/est/simpleenroll HTTP/1.1\r\nHost: x\r\nContent-Type: application/pkcs10\r\nContent-Length: 4000\r\n\r\nM"))
 			conn = tc
 		}
 		start := time.Now()

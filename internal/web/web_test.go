@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -302,4 +303,18 @@ func selfSigned(t *testing.T) tls.Certificate {
 	}
 	pkitest.Lint(t, leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
+}
+
+// TestToolchainHasKeyUpdateFix: reliability G07 (a TLS 1.3 KeyUpdate
+// flood) is handled by crypto/tls from Go 1.26.6 on (GO-2026-6090); the
+// listeners rely on it, so a build with an older Go fails here.
+func TestToolchainHasKeyUpdateFix(t *testing.T) {
+	v := strings.TrimPrefix(runtime.Version(), "go")
+	var major, minor, patch int
+	if n, _ := fmt.Sscanf(v, "%d.%d.%d", &major, &minor, &patch); n < 2 {
+		t.Skipf("toolchain %q is not a release; G07 is not checked", runtime.Version())
+	}
+	if major == 1 && (minor < 26 || (minor == 26 && patch < 6)) {
+		t.Fatalf("built with %s: G07 needs Go 1.26.6 or later (GO-2026-6090)", runtime.Version())
+	}
 }
