@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"slices"
 	"testing"
@@ -162,6 +163,21 @@ type raw struct {
 
 func (e *env) raw(t *testing.T, cert tls.Certificate) *raw {
 	t.Helper()
+	c, err := e.dtlsClient(t,
+		piondtls.WithCertificates(cert),
+		piondtls.WithInsecureSkipVerify(true), // the registrar's identity is not under test here
+	)
+	if err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	return &raw{t: t, c: c, mid: 100}
+}
+
+// dtlsClient runs a pion DTLS client handshake with opts against the
+// listener, for at most 10 s, and returns the connection (closed when t
+// ends) with the handshake's error.
+func (e *env) dtlsClient(t *testing.T, opts ...piondtls.ClientOption) (*piondtls.Conn, error) {
+	t.Helper()
 	ua, err := net.ResolveUDPAddr("udp", e.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -170,20 +186,21 @@ func (e *env) raw(t *testing.T, cert tls.Certificate) *raw {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := piondtls.ClientWithOptions(pc, ua,
-		piondtls.WithCertificates(cert),
-		piondtls.WithInsecureSkipVerify(true), // the registrar's identity is not under test here
-	)
+	c, err := piondtls.ClientWithOptions(pc, ua, opts...)
 	if err != nil {
+		_ = pc.Close()
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = c.Close() })
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if err := c.HandshakeContext(ctx); err != nil {
-		t.Fatalf("handshake: %v", err)
+		if ctx.Err() != nil {
+			return c, fmt.Errorf("%w (the 10-s handshake deadline passed)", err)
+		}
+		return c, err
 	}
-	t.Cleanup(func() { _ = c.Close() })
-	return &raw{t: t, c: c, mid: 100}
+	return c, nil
 }
 
 // send writes b and returns the next datagram received.
