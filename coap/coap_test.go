@@ -398,3 +398,76 @@ func TestServer_ChainVerifiedOncePerSession(t *testing.T) {
 		}
 	}
 }
+
+// throttleAdvancer moves the fake clock on by the wait of each refusal
+// its registrar's rate limiter makes, so the refused client's next try
+// finds a token; it counts the refusals.
+type throttleAdvancer struct {
+	coap.Registrar
+	clk clock.FakeClock
+	n   atomic.Int32
+}
+
+func (a *throttleAdvancer) Throttle(remote string, leaf *x509.Certificate) time.Duration {
+	wait := a.Registrar.Throttle(remote, leaf)
+	if wait > 0 {
+		a.n.Add(1)
+		a.clk.Add(wait)
+	}
+	return wait
+}
+
+// TestServer_ConstrainedOnboardingRateLimited: with a per-certificate
+// limit of one request at a time, every request of a cBRSKI onboarding
+// after the first is refused once with 5.03 + Max-Age; the pledge
+// library waits each out and the onboarding completes, its
+// voucher_status recorded (a 5.03 on /vs is a refusal to wait out, not
+// a 202-like success).
+func TestServer_ConstrainedOnboardingRateLimited(t *testing.T) {
+	t.Parallel()
+	var adv *throttleAdvancer
+	e := newEnvWith(t, coap.Config{}, func(d *coap.Deps) {
+		adv = &throttleAdvancer{Registrar: d.Registrar, clk: d.Clock.(clock.FakeClock)}
+		d.Registrar = adv
+	}, func(o *registrartest.Options) {
+		o.Config = func(c *registrar.Config) { c.PerIDevID = registrar.RateLimit{Rate: 1, Burst: 1} }
+	})
+	id := pkitest.NewIDevID(t, e.mfg, "SN-COAP-RLO", e.masa.Authority)
+	c, err := pledge.New(pledge.Config{
+		Registrar:    &url.URL{Scheme: "coaps", Host: e.addr},
+		IDevID:       id.TLS,
+		MASAAnchors:  []*x509.Certificate{e.masa.SigningChain[0]},
+		Clock:        e.fc,
+		MaxRetryWait: time.Millisecond,
+		MaxWait:      time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	res, err := c.Enroll(t.Context())
+	if err != nil {
+		t.Fatalf("enroll over coaps under a rate limit: %v", err)
+	}
+	if res.Voucher.VoucherStatusErr != nil {
+		t.Fatalf("voucher_status: %v", res.Voucher.VoucherStatusErr)
+	}
+	// /vs, /crts, /att and /sen each refused once.
+	if n := adv.n.Load(); n < 4 {
+		t.Fatalf("%d refusals, want one for each request after the first", n)
+	}
+	tel, err := e.reg.DB().TelemetryFor(t.Context(), registrar.DeviceKeyFor(id.Cert, "SN-COAP-RLO"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs int
+	for _, r := range tel {
+		if r.Kind == store.TelemetryVoucherStatus {
+			vs++
+		}
+	}
+	if vs != 1 {
+		t.Fatalf("%d voucher_status records, want 1", vs)
+	}
+}
+

@@ -22,8 +22,9 @@ import (
 // §6; cBRSKI): the long paths become the short resources, the media types
 // Content-Formats, base64 bodies binary DER, JSON status reports CBOR
 // (cBRSKI: pledges MUST send CBOR), and the CoAP codes HTTP statuses; a
-// 5.03 with Max-Age becomes a 202 with Retry-After, so the Client's retry
-// logic applies unchanged.
+// 5.03 with Max-Age becomes a 202 with Retry-After where HTTPS could
+// answer 202, else a 503 with Retry-After, so the Client's retry logic
+// applies unchanged.
 
 // coapPaths maps the Client's HTTPS paths to the CoAP resources.
 var coapPaths = map[string]string{
@@ -35,6 +36,9 @@ var coapPaths = map[string]string{
 	PathSimpleEnroll:   coapsSen,
 	PathSimpleReenroll: coapsSren,
 }
+
+// acceptedPaths are the requests HTTPS may answer 202 + Retry-After.
+var acceptedPaths = map[string]bool{PathRequestVoucher: true, PathSimpleEnroll: true, PathSimpleReenroll: true}
 
 // coapFormats maps media types to Content-Formats and back.
 var coapFormats = map[string]message.MediaType{
@@ -137,8 +141,15 @@ func (s *CoAPSession) roundTrip(ctx context.Context, method codes.Code, path, co
 		}
 	}
 	if ma, err := resp.GetOptionUint32(message.MaxAge); err == nil && resp.Code() == codes.ServiceUnavailable {
-		// RFC 9148 §5.7: retry after Max-Age, like a 202 with Retry-After.
-		a.status = http.StatusAccepted
+		// RFC 9148 §5.7: retry after Max-Age. Where HTTPS would answer
+		// 202 + Retry-After (a voucher pending approval, RFC 8995 §5.6;
+		// an enrolment in progress, RFC 7030 §4.2.3) that is what it
+		// means; elsewhere (telemetry, cacerts, csrattrs) only a busy
+		// registrar, 503 + Retry-After, which the Client also waits out
+		// but, unlike a 202, never takes for a success.
+		if acceptedPaths[path] {
+			a.status = http.StatusAccepted
+		}
 		a.header.Set("Retry-After", strconv.FormatUint(uint64(ma), 10))
 	}
 	return a, nil
