@@ -471,3 +471,49 @@ func TestServer_ConstrainedOnboardingRateLimited(t *testing.T) {
 	}
 }
 
+// TestServer_PledgeRedialsAfterIdleClose: the registrar closes an idle
+// session; the pledge library's next request fails to reach it, and the
+// one after that opens a new session instead of reusing the dead one.
+func TestServer_PledgeRedialsAfterIdleClose(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, coap.Config{IdleTimeout: 200 * time.Millisecond}, nil)
+	id := pkitest.NewIDevID(t, e.mfg, "SN-COAP-IDLE", e.masa.Authority)
+	c, err := pledge.New(pledge.Config{
+		Registrar:   &url.URL{Scheme: "coaps", Host: e.addr},
+		IDevID:      id.TLS,
+		MASAAnchors: []*x509.Certificate{e.masa.SigningChain[0]},
+		Clock:       e.fc,
+		MaxWait:     time.Minute,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if _, err := c.RequestVoucher(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// Past the idle timeout: the session is gone on the registrar's side.
+	deadline := time.Now().Add(5 * time.Second)
+	for metric(t, e.metrics, "brski_coap_sessions", nil) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle session was not closed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var last error
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		last = c.VoucherStatus(ctx, true, "")
+		cancel()
+		if last == nil {
+			if i == 0 {
+				t.Log("the first request after the close already redialled")
+			}
+			return
+		}
+		if !errors.Is(last, pledge.ErrConnect) {
+			t.Fatalf("request %d: %v, want a connection error or success", i, last)
+		}
+	}
+	t.Fatalf("still failing after the session was closed: %v", last)
+}

@@ -512,7 +512,7 @@ func (c *Client) post(ctx context.Context, path, contentType, accept string, bod
 		if err != nil {
 			return nil, err
 		}
-		return s.post(ctx, path, contentType, accept, body)
+		return c.dropOnConnectError(s)(s.post(ctx, path, contentType, accept, body))
 	}
 	return roundTrip(ctx, c.hc, c.base, http.MethodPost, path, contentType, accept, body)
 }
@@ -524,7 +524,7 @@ func (c *Client) get(ctx context.Context, path, accept string) (*answer, error) 
 		if err != nil {
 			return nil, err
 		}
-		return s.get(ctx, path, accept)
+		return c.dropOnConnectError(s)(s.get(ctx, path, accept))
 	}
 	return roundTrip(ctx, c.hc, c.base, http.MethodGet, path, "", accept, nil)
 }
@@ -554,6 +554,24 @@ func (c *Client) session(ctx context.Context) (*CoAPSession, error) {
 	}
 	c.coaps = s
 	return s, nil
+}
+
+// dropOnConnectError passes an exchange's result through, first
+// forgetting s (and closing it) when the exchange failed to reach the
+// registrar, so the next request dials a new DTLS session instead of
+// reusing one the registrar has closed (its idle timeout, a restart).
+func (c *Client) dropOnConnectError(s *CoAPSession) func(*answer, error) (*answer, error) {
+	return func(a *answer, err error) (*answer, error) {
+		if errors.Is(err, ErrConnect) {
+			c.mu.Lock()
+			if c.coaps == s {
+				c.coaps = nil
+			}
+			c.mu.Unlock()
+			_ = s.Close()
+		}
+		return a, err
+	}
 }
 
 // roundTrip sends one request to base+path through hc and returns the
