@@ -209,6 +209,11 @@ func (r *Report) SetFloor(f *FloorReport) {
 	if f.PerS > 0 {
 		r.RatioToFloor = r.ThroughputPerS / f.PerS
 	}
+	// The floor is one HTTPS onboarding; CPU per operation is comparable
+	// with it only when every operation was one.
+	if r.Reenrollments > 0 || r.CoAPSOnboardings > 0 {
+		return
+	}
 	if r.ServerCPUPerOpMs > 0 {
 		r.ServerCPURatioToFloor = f.CPUPerOpMs / r.ServerCPUPerOpMs
 	}
@@ -244,6 +249,7 @@ type runner struct {
 	ledgerErr error
 	ledger    *ledgerWriter
 	started   atomic.Int64 // operations started
+	onboards  atomic.Int64 // onboardings started, for the CoAPS share
 	done      atomic.Int64 // operations finished
 	failed    atomic.Int64
 }
@@ -445,7 +451,11 @@ func (r *runner) run(ctx context.Context, i int, at time.Time) op {
 			return r.reenroll(ctx, prev, at)
 		}
 	}
-	return r.enroll(ctx, at, spread(i, r.cfg.CoAPSShare))
+	// The CoAPS share is of the onboardings, counted on their own: spread
+	// over the operation index it would pick the same operations as the
+	// re-enrolment share (both 0.5: none over CoAPS).
+	k := int(r.onboards.Add(1)) - 1
+	return r.enroll(ctx, at, spread(k, r.cfg.CoAPSShare))
 }
 
 // enroll onboards a new pledge, over CoAPS when coaps is set.

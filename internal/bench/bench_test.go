@@ -417,6 +417,13 @@ func TestReport_SharedCeiling(t *testing.T) {
 	if r.ServerCPURatioToFloor != 0.5 || r.RatioToFloor != 0.125 {
 		t.Fatalf("ratios %v %v", r.ServerCPURatioToFloor, r.RatioToFloor)
 	}
+	// With re-enrolments (or CoAPS onboardings) among the operations, CPU
+	// per operation is not comparable with the floor's onboarding.
+	r3 := &Report{ThroughputPerS: 100, ServerCPUPerOpMs: 5, ClientCPUPerOpMs: 3, Reenrollments: 1}
+	r3.SetFloor(&FloorReport{PerS: 800, CPUPerOpMs: 2.5, Cores: 2})
+	if r3.ServerCPURatioToFloor != 0 || r3.SharedCeilingPerS != 0 || r3.RatioToFloor != 0.125 {
+		t.Fatalf("mixed run: %+v", r3)
+	}
 	// Without the load generator's CPU there is no ceiling.
 	r2 := &Report{ThroughputPerS: 100}
 	r2.SetFloor(&FloorReport{PerS: 800, CPUPerOpMs: 2.5, Cores: 2})
