@@ -2,6 +2,7 @@ package registrar_test
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/rsa"
 	"crypto/tls"
@@ -10,10 +11,13 @@ import (
 	"encoding/asn1"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -151,18 +155,6 @@ func TestAttackTableA(t *testing.T) {
 					t.Fatalf("the pledge presents %d certificates, want 51", n)
 				}
 				return id.TLS
-			})},
-		{name: "G08 16384-bit RSA key", masaZero: true, wantCode: 0,
-			do: withIDevID("SN-G08R", func(t *testing.T, e *env) tls.Certificate {
-				// Generating such a key takes minutes; the registrar must
-				// refuse it on its size, so any odd 16384-bit modulus will do,
-				// and the pledge's signature is never checked.
-				n := new(big.Int).Lsh(big.NewInt(1), 16383)
-				n.Or(n, big.NewInt(0x10001*2+1))
-				key := hugeRSA{pub: &rsa.PublicKey{N: n, E: 65537}}
-				tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: "Pledge SN-G08R", SerialNumber: "SN-G08R"}, KeyUsage: x509.KeyUsageDigitalSignature}
-				cert := e.mfg.Issue(t, tmpl, key.pub)
-				return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
 			})},
 		{name: "A05 IDevID not yet valid", masaZero: true, wantCode: 0,
 			do: withIDevID("SN-A05", func(t *testing.T, e *env) tls.Certificate {
@@ -538,12 +530,67 @@ func TestAttackB11_AuditLog(t *testing.T) {
 
 // hugeRSA is a crypto.Signer for an RSA public key too large to have a
 // private key generated in a test: its signatures are zeros of the
-// modulus' length, which only a server that checks the key's size before
-// the signature never gets to see.
+// modulus' length, so the handshake would fail on them too; the test
+// below therefore checks why it failed.
 type hugeRSA struct{ pub *rsa.PublicKey }
 
 func (h hugeRSA) Public() crypto.PublicKey { return h.pub }
 
 func (h hugeRSA) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
 	return make([]byte, h.pub.Size()), nil
+}
+
+// logLines is a slog.Handler keeping every record's message and attributes
+// as text.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logLines) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logLines) WithGroup(string) slog.Handler            { return l }
+func (l *logLines) Handle(_ context.Context, r slog.Record) error {
+	line := r.Message
+	r.Attrs(func(a slog.Attr) bool { line += " " + a.String(); return true })
+	l.mu.Lock()
+	l.lines = append(l.lines, line)
+	l.mu.Unlock()
+	return nil
+}
+
+func (l *logLines) contains(s string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.ContainsFunc(l.lines, func(line string) bool { return strings.Contains(line, s) })
+}
+
+// TestAttackG08_HugeRSAKey: reliability G08: a client certificate with a
+// 16,384-bit RSA key is refused in the handshake on its size, when the
+// certificate is read and before any signature with it is checked (the
+// server's handshake error names the limit), so it costs no big-number
+// arithmetic.
+func TestAttackG08_HugeRSAKey(t *testing.T) {
+	t.Parallel()
+	logs := &logLines{}
+	e := newEnv(t, func(o *registrartest.Options) { o.Logger = slog.New(logs) })
+	// Any odd 16384-bit modulus will do: the key is refused on its size.
+	n := new(big.Int).Lsh(big.NewInt(1), 16383)
+	n.Or(n, big.NewInt(0x10001*2+1))
+	key := hugeRSA{pub: &rsa.PublicKey{N: n, E: 65537}}
+	tmpl := &x509.Certificate{Subject: pkix.Name{CommonName: "Pledge SN-G08R", SerialNumber: "SN-G08R"}, KeyUsage: x509.KeyUsageDigitalSignature}
+	cert := e.mfg.Issue(t, tmpl, key.pub)
+	p := registrartest.NewPledge(t, e.reg, "SN-G08R", tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert})
+	if o := send(t, p, []byte("x")); o.err == nil {
+		t.Fatalf("a 16,384-bit RSA client key was answered %d", o.resp.StatusCode)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !logs.contains("RSA key larger than 8192 bits") {
+		if time.Now().After(deadline) {
+			logs.mu.Lock()
+			defer logs.mu.Unlock()
+			t.Fatalf("the handshake failed, but not on the key's size: %q", logs.lines)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
