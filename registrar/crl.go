@@ -117,20 +117,41 @@ func IssueCRL(ctx context.Context, d CRLDeps, gen string) (store.CRL, error) {
 // CRL returns the current CRL of generation gen (DER), issuing a new one
 // first when there is none yet or half of its validity has passed.
 func (s *Service) CRL(ctx context.Context, gen string) ([]byte, error) {
-	c, err := s.db.CRL(ctx, gen)
-	now := s.clk.Now()
-	if err == nil && now.Before(c.ThisUpdate.Add(CRLValidity/2)) {
-		return c.DER, nil
+	if der, fresh, err := s.freshCRL(ctx, gen); fresh || err != nil {
+		return der, err
 	}
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, err
+	s.crlMu.Lock()
+	defer s.crlMu.Unlock()
+	// Again under the lock: concurrent requests for a stale CRL wait for
+	// the first one's reissue and serve it, instead of each signing one.
+	if der, fresh, err := s.freshCRL(ctx, gen); fresh || err != nil {
+		return der, err
 	}
-	return s.reissueCRL(ctx, gen)
+	return s.issueCRLLocked(ctx, gen)
 }
 
+// freshCRL returns the stored CRL of gen when it is within the first half
+// of its validity.
+func (s *Service) freshCRL(ctx context.Context, gen string) ([]byte, bool, error) {
+	c, err := s.db.CRL(ctx, gen)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return c.DER, s.clk.Now().Before(c.ThisUpdate.Add(CRLValidity / 2)), nil
+}
+
+// reissueCRL signs a new CRL for gen (after a revocation).
 func (s *Service) reissueCRL(ctx context.Context, gen string) ([]byte, error) {
 	s.crlMu.Lock()
 	defer s.crlMu.Unlock()
+	return s.issueCRLLocked(ctx, gen)
+}
+
+// issueCRLLocked signs and stores a new CRL for gen; crlMu is held.
+func (s *Service) issueCRLLocked(ctx context.Context, gen string) ([]byte, error) {
 	keys := s.caKeys()
 	if keys == nil {
 		return nil, problem.New(problem.NotFound, nil, "no CRL is published: CA generations are not loaded")

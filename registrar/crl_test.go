@@ -1,6 +1,7 @@
 package registrar_test
 
 import (
+	"bytes"
 	"crypto/x509"
 	"math/big"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,11 +114,32 @@ func TestService_CRL(t *testing.T) {
 		t.Errorf("openssl does not list serial %x:\n%s", leaf.SerialNumber, text)
 	}
 
-	// Before nextUpdate: past half its validity, a request gets a new one.
+	// Before nextUpdate: past half its validity, a request gets a new one;
+	// eight concurrent requests get the same new one.
 	e.fc.Add(registrar.CRLValidity/2 + time.Minute)
+	var wg sync.WaitGroup
+	ders := make([][]byte, 8)
+	for i := range ders {
+		wg.Go(func() {
+			der, err := e.reg.Service.CRL(ctx, registrar.GenerationID(e.dom.Root()))
+			if err != nil {
+				t.Error(err)
+			}
+			ders[i] = der
+		})
+	}
+	wg.Wait()
+	for _, der := range ders[1:] {
+		if !bytes.Equal(der, ders[0]) {
+			t.Fatal("concurrent requests for a stale CRL got different CRLs: each signed its own")
+		}
+	}
 	third := getCRL(t, p, path)
 	if third.Number.Cmp(second.Number) <= 0 || !listed(third, leaf.SerialNumber) || !third.ThisUpdate.After(second.ThisUpdate) {
 		t.Errorf("refreshed CRL: number %v, thisUpdate %s", third.Number, third.ThisUpdate)
+	}
+	if want := new(big.Int).Add(second.Number, big.NewInt(1)); third.Number.Cmp(want) != 0 {
+		t.Errorf("refreshed CRL number %v, want %v (one reissue)", third.Number, want)
 	}
 
 	// After a rollover: the new generation's LDevIDs point to its own CRL,
