@@ -375,8 +375,9 @@ func (c *countingRegistrar) ClassifyPeer(ctx context.Context, certs []*x509.Cert
 }
 
 // TestServer_ChainVerifiedOncePerSession: the handshake's verification of
-// the client chain is the session's; it is not repeated when the session
-// starts, nor per request.
+// the client chain is the session's: the session's start does not call
+// ClassifyPeer again, and neither do its requests. (A request's own
+// revocation re-read is inside the registrar and not counted here.)
 func TestServer_ChainVerifiedOncePerSession(t *testing.T) {
 	t.Parallel()
 	var counter *countingRegistrar

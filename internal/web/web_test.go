@@ -306,8 +306,10 @@ func selfSigned(t *testing.T) tls.Certificate {
 }
 
 // TestToolchainHasKeyUpdateFix: reliability G07 (a TLS 1.3 KeyUpdate
-// flood) is handled by crypto/tls from Go 1.26.6 on (GO-2026-6090); the
-// listeners rely on it, so a build with an older Go fails here.
+// flood) is handled by crypto/tls from Go 1.26.6 on (GO-2026-6090), and
+// the listeners rely on it. This checks that prerequisite only: a build
+// with an older Go fails here. The flood itself is not sent (crypto/tls
+// offers no way to send KeyUpdate messages).
 func TestToolchainHasKeyUpdateFix(t *testing.T) {
 	v := strings.TrimPrefix(runtime.Version(), "go")
 	var major, minor, patch int
