@@ -40,11 +40,7 @@ func (s *Service) ClassifyPeer(ctx context.Context, certs []*x509.Certificate) (
 // record ctx carries (ConnContext), so the connection's requests reuse it
 // and the chain is not verified again per request.
 func (s *Service) SetPeer(ctx context.Context, p *Peer) {
-	if cs := connStateFrom(ctx); cs != nil {
-		cs.mu.Lock()
-		cs.peer = p
-		cs.mu.Unlock()
-	}
+	connStateFrom(ctx).setPeer(p)
 }
 
 // Throttle spends one token from the per-IP and per-client-certificate

@@ -71,6 +71,17 @@ type connState struct {
 	peer   *Peer
 }
 
+// setPeer notes the classified peer; a nil record (no ConnContext) keeps
+// nothing.
+func (cs *connState) setPeer(p *Peer) {
+	if cs == nil {
+		return
+	}
+	cs.mu.Lock()
+	cs.peer = p
+	cs.mu.Unlock()
+}
+
 type connStateKey struct{}
 
 // ConnContext is the http.Server ConnContext hook for the pledge-facing
@@ -143,18 +154,11 @@ func (s *Service) verifyConnection(ctx context.Context, cs *connState) func(tls.
 		if len(st.PeerCertificates) == 0 {
 			return nil // answered 401 by HTTP (attack table A01)
 		}
-		p, err := s.classify(st.PeerCertificates)
+		p, err := s.ClassifyPeer(ctx, st.PeerCertificates)
 		if err != nil {
 			return err
 		}
-		if p, err = s.refreshLDevID(ctx, p); err != nil {
-			return err
-		}
-		if cs != nil {
-			cs.mu.Lock()
-			cs.peer = p
-			cs.mu.Unlock()
-		}
+		cs.setPeer(p)
 		return nil
 	}
 }
@@ -310,20 +314,13 @@ func (s *Service) peerOf(ctx context.Context, certs []*x509.Certificate) (*Peer,
 			return q, nil
 		}
 	}
-	p, err := s.classify(certs)
-	if err == nil {
-		p, err = s.refreshLDevID(ctx, p)
-	}
+	p, err := s.ClassifyPeer(ctx, certs)
 	if err != nil {
 		// The handshake accepted this chain; it no longer verifies (the
 		// clock moved on a long-lived connection).
 		return nil, problem.New(problem.Unauthorized, err, "the client certificate is not accepted")
 	}
-	if cs := connStateFrom(ctx); cs != nil {
-		cs.mu.Lock()
-		cs.peer = p
-		cs.mu.Unlock()
-	}
+	s.SetPeer(ctx, p)
 	return p, nil
 }
 
