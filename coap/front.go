@@ -51,9 +51,10 @@ type front struct {
 	key  [32]byte
 	macs sync.Pool // of *cookieMAC
 
-	mu     sync.Mutex
-	peers  map[netip.AddrPort]*peer
-	active int
+	mu sync.Mutex
+	// peers are the addresses past the cookie exchange, each holding a
+	// session slot.
+	peers map[netip.AddrPort]*peer
 }
 
 // cookiePeriod is how long a cookie key is current; a cookie verifies
@@ -119,32 +120,22 @@ func (f *front) cookie(c *cookieMAC, period int64, ap netip.AddrPort, h clientHe
 	return m.Sum(c.sum[:0])[:cookieLen]
 }
 
-// cookieValid reports whether h carries the cookie ap was sent in this
-// cookie period or the previous one.
-func (f *front) cookieValid(ap netip.AddrPort, h clientHello) bool {
-	if len(h.cookie) != cookieLen {
-		return false
-	}
+// checkCookie writes to cur the cookie of this cookie period for a hello
+// like h from ap (what a HelloVerifyRequest carries), and reports whether
+// h carries that cookie or the previous period's. The clock is read once;
+// a hello without a cookie costs one HMAC, a forged cookie two.
+func (f *front) checkCookie(cur *[cookieLen]byte, ap netip.AddrPort, h clientHello) bool {
 	period := f.srv.clk.Now().UnixNano() / int64(cookiePeriod)
 	c, _ := f.macs.Get().(*cookieMAC)
 	defer f.macs.Put(c)
-	for _, p := range []int64{period, period - 1} {
-		if subtle.ConstantTimeCompare(f.cookie(c, p, ap, h), h.cookie) == 1 {
-			return true
-		}
+	copy(cur[:], f.cookie(c, period, ap, h))
+	if len(h.cookie) != cookieLen {
+		return false
 	}
-	return false
-}
-
-// helloVerify answers h from ap with a HelloVerifyRequest of this cookie
-// period.
-func (f *front) helloVerify(ap netip.AddrPort, h clientHello) {
-	period := f.srv.clk.Now().UnixNano() / int64(cookiePeriod)
-	c, _ := f.macs.Get().(*cookieMAC)
-	var buf [recordHeaderLen + handshakeHeaderLen + 3 + cookieLen]byte
-	out := helloVerifyRequest(buf[:0], h.recordSeq, f.cookie(c, period, ap, h))
-	f.macs.Put(c)
-	_, _ = f.pc.WriteToUDPAddrPort(out, ap)
+	if subtle.ConstantTimeCompare(cur[:], h.cookie) == 1 {
+		return true
+	}
+	return subtle.ConstantTimeCompare(f.cookie(c, period-1, ap, h), h.cookie) == 1
 }
 
 // Accept returns the next new peer (dtlsnet.PacketListener).
@@ -227,7 +218,8 @@ func (f *front) hello(d []byte, ap netip.AddrPort, old *peer) {
 		f.srv.metrics.hellos.WithLabelValues("dropped").Inc()
 		return
 	}
-	if !f.cookieValid(ap, h) {
+	var cookie [cookieLen]byte
+	if !f.checkCookie(&cookie, ap, h) {
 		// RFC 6347 §4.2.1: a hello with a cookie that does not verify
 		// (an old period's, or forged) is treated as one without.
 		verdict := "challenged"
@@ -235,7 +227,8 @@ func (f *front) hello(d []byte, ap netip.AddrPort, old *peer) {
 			verdict = "bad_cookie"
 		}
 		f.srv.metrics.hellos.WithLabelValues(verdict).Inc()
-		f.helloVerify(ap, h)
+		var buf [recordHeaderLen + handshakeHeaderLen + 3 + cookieLen]byte
+		_, _ = f.pc.WriteToUDPAddrPort(helloVerifyRequest(buf[:0], h.recordSeq, cookie[:]), ap)
 		return
 	}
 	if old != nil {
@@ -250,13 +243,9 @@ func (f *front) hello(d []byte, ap netip.AddrPort, old *peer) {
 		return
 	default:
 	}
-	if cur := f.peers[ap]; cur != nil {
-		// Another datagram of this address made a peer meanwhile.
-		f.mu.Unlock()
-		f.handle(d, ap)
-		return
-	}
-	if f.active >= f.srv.cfg.MaxSessions {
+	// Only this goroutine (serve) adds peers, so the address has none
+	// here; every peer in f.peers holds a session slot.
+	if len(f.peers) >= f.srv.cfg.MaxSessions {
 		f.mu.Unlock()
 		f.srv.metrics.refused.Inc()
 		// The address is proven, so say no at once rather than let the
@@ -275,8 +264,6 @@ func (f *front) hello(d []byte, ap netip.AddrPort, old *peer) {
 		return
 	}
 	f.peers[ap] = p
-	f.active++
-	p.counted = true
 	f.mu.Unlock()
 	f.srv.metrics.sessions.Inc()
 	f.srv.metrics.hellos.WithLabelValues("verified").Inc()
@@ -289,10 +276,6 @@ func (f *front) release(p *peer) {
 	defer f.mu.Unlock()
 	if f.peers[p.addr] == p {
 		delete(f.peers, p.addr)
-	}
-	if p.counted {
-		p.counted = false
-		f.active--
 		f.srv.metrics.sessions.Dec()
 	}
 }
@@ -308,9 +291,6 @@ type peer struct {
 	// random is the ClientHello's, to tell its retransmissions from a new
 	// handshake.
 	random [32]byte
-
-	// counted (guarded by f.mu) is set while p holds a session slot.
-	counted bool
 
 	mu       sync.Mutex
 	queue    [][]byte
