@@ -294,7 +294,8 @@ durable step.`,
 				}
 				res, err = registrar.Rollover(ctx, registrar.RolloverDeps{
 					Store: db, Clock: a.clk, Audit: rec, Linter: l,
-					Keys: keys,
+					Keys:      keys,
+					Failpoint: a.rolloverStepPause(cmd.ErrOrStderr()),
 				})
 				return err
 			}, func(base *url.URL) error {
@@ -369,4 +370,23 @@ func (a *app) caRevokeCmd(f *caFlags) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&reason, "reason", "unspecified", "RFC 5280 reason: unspecified, keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn")
 	return cmd
+}
+
+// rolloverPauseEnv names a test hook of the offline rollover: with a
+// duration in it, the command writes "rollover step: NAME" to stderr
+// after each durable step and waits that long, so a test can kill it
+// between two steps (reliability R4, TestCA_RolloverKillNine). Unset, it
+// does nothing.
+const rolloverPauseEnv = "GATEHOUSE_TEST_ROLLOVER_PAUSE"
+
+func (a *app) rolloverStepPause(w io.Writer) func(step string) error {
+	d, err := time.ParseDuration(os.Getenv(rolloverPauseEnv))
+	if err != nil || d <= 0 {
+		return nil
+	}
+	return func(step string) error {
+		fmt.Fprintf(w, "rollover step: %s\n", step)
+		a.clk.Sleep(d)
+		return nil
+	}
 }

@@ -1,13 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
-	"time"
 
 	"github.com/jmhodges/clock"
 
@@ -58,17 +60,37 @@ func TestCA_RolloverKillNine(t *testing.T) {
 	}
 	interrupted := 0
 	for range caKillCycles {
+		// The command names each durable step on stderr and pauses after
+		// it (the test hook rolloverPauseEnv); the kill lands right after
+		// the first or second step this run takes, or, for a run that
+		// finds less to do, after it has finished.
 		cmd := exec.CommandContext(t.Context(), bin, "ca", "rollover", "--data", data, "--admin", "http://127.0.0.1:1")
 		cmd.Dir = work
+		cmd.Env = append(os.Environ(), rolloverPauseEnv+"=200ms")
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Duration(rand.IntN(40_000)) * time.Microsecond)
+		steps, killAfter := 0, 1+rand.IntN(2)
+		sc := bufio.NewScanner(stderr)
+		for steps < killAfter && sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "rollover step: ") {
+				steps++
+			}
+		}
 		_ = cmd.Process.Signal(os.Kill)
+		_, _ = io.Copy(io.Discard, stderr)
 		_ = cmd.Wait()
 		if st := status(); st.Rollover != nil {
 			interrupted++
 		}
+	}
+	// A fresh rollover has six steps, so most kills land inside one.
+	if interrupted < caKillCycles/3 {
+		t.Fatalf("only %d of %d kills interrupted a rollover: the test did not exercise R4", interrupted, caKillCycles)
 	}
 	code, out, errOut := runBin(t, work, bin, "ca", "rollover", "--data", data)
 	if code != 0 {
