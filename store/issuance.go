@@ -406,6 +406,7 @@ func supersede(tx *bolt.Tx, device DeviceKey, key []byte, by string, now time.Ti
 		// history of certificates already superseded, whose DER need not
 		// be decoded again.
 		var st struct {
+			V      int    `json:"v"` // so decodeRecord parses once
 			Status string `json:"status"`
 		}
 		if err := get(tx, bucketCertificates, serial, &st); err != nil {
