@@ -51,11 +51,10 @@ const estPeerPledges = 256
 // manufacturer, each request the next one. Gatehouse persists every
 // certificate durably before answering; estserver's mock CA keeps nothing.
 // The ratio gatehouse/estserver is reported on the estserver line of each
-// pair (gatehouse-ratio) and logged with -v. Gatehouse's per-IP rate limit
-// (1,000 requests/s from one address) caps it here, all clients being on
-// 127.0.0.1. Under
-// -benchtime=1x (make bench-smoke) it is skipped: building and starting
-// two servers is not a smoke test.
+// pair (gatehouse-ratio) and logged with -v. A lab on loopback applies no
+// per-IP rate limit; the per-certificate one is why there are 256 client
+// identities. Under -benchtime=1x (make bench-smoke) it is skipped:
+// building and starting two servers is not a smoke test.
 func BenchmarkSimpleEnroll_VsESTServer(b *testing.B) {
 	if f := flag.Lookup("test.benchtime"); f != nil && f.Value.String() == "1x" {
 		b.Skip("side-by-side with estserver: skipped under -benchtime=1x (run make bench)")
