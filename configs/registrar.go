@@ -88,7 +88,9 @@ type DomainCA struct {
 	// <crlBaseURL>/<generation>.crl, which the registrar serves on its HTTPS
 	// listener under /crl/ (for example https://registrar.example:8443/crl).
 	// Default "": LDevIDs carry no distribution point; the CRLs are served
-	// all the same.
+	// all the same. Only for a root-only domain CA (CRLs are kept per CA
+	// generation, which an issuing intermediate does not have): with a
+	// chain, the registrar refuses to start.
 	CRLBaseURL string `yaml:"crlBaseURL"`
 }
 

@@ -300,6 +300,12 @@ func closeListeners(eps []endpoint) {
 // and its key from keyFile or the PKCS#11 token of keyURI) and the
 // configured profile and lint mode.
 func newIssuer(ctx context.Context, clk clock.Clock, dc configs.DomainCA, keys caKeys, chain []*x509.Certificate, p configs.LDevIDProfile) (*pki.Issuer, pki.Profile, error) {
+	if dc.CRLBaseURL != "" && len(chain) > 1 {
+		// CRLs are signed per CA generation, and generations are kept
+		// only for a root-only domain CA: the distribution point would
+		// name a CRL that is never served.
+		return nil, pki.Profile{}, fmt.Errorf("domainCA.crlBaseURL: CRLs are published only for a root-only domain CA; %s holds a chain of %d certificates (an issuing intermediate)", dc.CertFile, len(chain))
+	}
 	key, err := keys.keys.Load(ctx, keys.ref)
 	if err != nil {
 		return nil, pki.Profile{}, fmt.Errorf("domainCA key: %w", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/jmhodges/clock"
 
 	"github.com/gatehouse-pki/gatehouse/internal/lab"
+	"github.com/gatehouse-pki/gatehouse/pki/pkitest"
 )
 
 // daemonFiles generates a lab PKI to build daemon configs from, valid now:
@@ -257,5 +258,34 @@ func TestDaemons_Usage(t *testing.T) {
 		if code != exitFailure || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "missing.yaml") {
 			t.Errorf("%s with a missing config: exit %d, stderr %q", c, code, errOut)
 		}
+	}
+}
+
+// TestDaemons_CRLBaseURLNeedsRootCA: a domain CA that issues through an
+// intermediate keeps no CA generations, so no CRL would ever be served at
+// the distribution point crlBaseURL puts in every LDevID; the registrar
+// refuses that configuration at start, naming it.
+func TestDaemons_CRLBaseURLNeedsRootCA(t *testing.T) {
+	t.Parallel()
+	p := daemonFiles(t)
+	ca := pkitest.NewCA(t, pkitest.Name("Issuing Domain CA"), pkitest.Intermediate())
+	if err := os.WriteFile(p.DomainCA, pkitest.CertPEM(ca.Chain...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p.DomainCAKey, pkitest.KeyPEM(t, ca.Signer), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := registrarConfig(t, p, "https://127.0.0.1:9443/.well-known/brski")
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withCRL := strings.Replace(string(b), "domainCA: {", `domainCA: {crlBaseURL: "https://registrar.example/crl", `, 1)
+	if err := os.WriteFile(cfg, []byte(withCRL), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runCLI(t, "registrar", "--config", cfg)
+	if code != exitFailure || !strings.Contains(errOut, "domainCA.crlBaseURL") || !strings.Contains(errOut, "intermediate") {
+		t.Fatalf("exit %d, stderr %q; want the crlBaseURL refusal", code, errOut)
 	}
 }
