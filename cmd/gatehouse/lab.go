@@ -82,10 +82,14 @@ func (a *app) runLab(cmd *cobra.Command, f labFlags) error {
 	regSrv := newServer(l.Handler(), nil, logger)
 	l.Registrar.ConfigureServer(regSrv)
 	var ready atomic.Bool
+	admin, err := withPprof(adminHandler(reg, l.AdminHandler(), &ready), f.daemon.pprof, l.Admin)
+	if err != nil {
+		return err
+	}
 	eps := []endpoint{
 		{name: "registrar", ln: l.HTTPS, srv: regSrv, tls: true},
 		{name: "masa", ln: l.MASAListener, srv: newServer(l.MASA.Handler(), l.MASA.TLSConfig(l.PKI.MASATLS), logger), tls: true},
-		{name: "admin", ln: l.Admin, srv: newServer(withPprof(adminHandler(reg, l.AdminHandler(), &ready), f.daemon.pprof), nil, logger)},
+		{name: "admin", ln: l.Admin, srv: newServer(admin, nil, logger)},
 	}
 	coaps, err := listenCoAPS(logger, a.clk, reg, l.Registrar, l.EST, f.coaps, coap.Config{})
 	if err != nil {

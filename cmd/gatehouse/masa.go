@@ -134,7 +134,13 @@ func (a *app) runMASA(cmd *cobra.Command, path string, daemon *daemonFlags) erro
 			_ = ln.Close()
 			return err
 		}
-		eps = append(eps, endpoint{name: "admin", ln: adminLn, srv: newServer(withPprof(adminHandler(reg, nil, &ready), daemon.pprof), nil, logger)})
+		admin, err := withPprof(adminHandler(reg, nil, &ready), daemon.pprof, adminLn)
+		if err != nil {
+			_ = ln.Close()
+			_ = adminLn.Close()
+			return err
+		}
+		eps = append(eps, endpoint{name: "admin", ln: adminLn, srv: newServer(admin, nil, logger)})
 	}
 	if err := rec.Record(ctx, audit.New(audit.Startup, "component", "masa", "config", path, "listen", ln.Addr().String())); err != nil {
 		closeListeners(eps)

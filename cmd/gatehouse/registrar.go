@@ -185,7 +185,13 @@ func (a *app) runRegistrar(cmd *cobra.Command, path string, daemon *daemonFlags)
 			_ = httpsLn.Close()
 			return err
 		}
-		eps = append(eps, endpoint{name: "admin", ln: adminLn, srv: newServer(withPprof(adminHandler(reg, svc.AdminHandler(), &ready), daemon.pprof), nil, logger)})
+		admin, err := withPprof(adminHandler(reg, svc.AdminHandler(), &ready), daemon.pprof, adminLn)
+		if err != nil {
+			_ = httpsLn.Close()
+			_ = adminLn.Close()
+			return err
+		}
+		eps = append(eps, endpoint{name: "admin", ln: adminLn, srv: newServer(admin, nil, logger)})
 	}
 	var coaps *coapsEndpoint
 	if cfg.Listen.CoAPS != "" {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
@@ -61,11 +62,15 @@ func (f *daemonFlags) apply(logger *slog.Logger, set func(int64) int64) error {
 	return nil
 }
 
-// withPprof adds net/http/pprof's handlers under /debug/pprof/ to h when
-// on.
-func withPprof(h http.Handler, on bool) http.Handler {
+// withPprof adds net/http/pprof's handlers under /debug/pprof/ to h, the
+// handler of the admin listener ln, when on; it refuses when ln is not on
+// a loopback address (the admin API's profiles have no authentication).
+func withPprof(h http.Handler, on bool, ln net.Listener) (http.Handler, error) {
 	if !on {
-		return h
+		return h, nil
+	}
+	if ta, ok := ln.Addr().(*net.TCPAddr); !ok || !ta.IP.IsLoopback() {
+		return nil, usageError{fmt.Errorf("--pprof: the admin listener %s is not on a loopback address; profiles are served without authentication", ln.Addr())}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -74,5 +79,5 @@ func withPprof(h http.Handler, on bool) http.Handler {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.Handle("/", h)
-	return mux
+	return mux, nil
 }

@@ -3,9 +3,11 @@ package main
 import (
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime/debug"
+	"strings"
 	"testing"
 )
 
@@ -57,7 +59,13 @@ func TestWithPprof(t *testing.T) {
 	t.Parallel()
 	inner := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "inner") })
 	for _, on := range []bool{false, true} {
-		srv := httptest.NewServer(withPprof(inner, on))
+		srv := httptest.NewUnstartedServer(nil)
+		h, err := withPprof(inner, on, srv.Listener)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Config.Handler = h
+		srv.Start()
 		get := func(path string) (int, string) {
 			t.Helper()
 			resp, err := srv.Client().Get(srv.URL + path)
@@ -76,5 +84,22 @@ func TestWithPprof(t *testing.T) {
 			t.Errorf("pprof %v: /debug/pprof/goroutine = %d (served %v)", on, code, served)
 		}
 		srv.Close()
+	}
+}
+
+// TestWithPprof_LoopbackOnly: --pprof is refused for an admin listener
+// that is not on a loopback address.
+func TestWithPprof_LoopbackOnly(t *testing.T) {
+	t.Parallel()
+	ln, err := (&net.ListenConfig{}).Listen(t.Context(), "tcp", "0.0.0.0:0")
+	if err != nil {
+		t.Skipf("cannot listen on all addresses: %v", err)
+	}
+	defer ln.Close()
+	if _, err := withPprof(http.NotFoundHandler(), true, ln); err == nil || !strings.Contains(err.Error(), "not on a loopback address") {
+		t.Fatalf("--pprof on %s: %v, want a refusal", ln.Addr(), err)
+	}
+	if _, err := withPprof(http.NotFoundHandler(), false, ln); err != nil {
+		t.Fatalf("without --pprof: %v", err)
 	}
 }
