@@ -159,7 +159,8 @@ type Report struct {
 	P95Ms float64 `json:"p95_ms"`
 	P99Ms float64 `json:"p99_ms"`
 	MaxMs float64 `json:"max_ms"`
-	// HeldConns is how many idle connections were held open (HoldConns).
+	// HeldConns is how many of the HoldConns connections were open at the
+	// end of the run (connections the holder dialed and still has).
 	HeldConns int `json:"held_conns,omitempty"`
 	// Concurrency and Rate are the load shape (Rate 0: closed loop).
 	Concurrency int     `json:"concurrency"`
@@ -262,8 +263,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	if cfg.Count > 0 {
-		// Identities are minted before the clock starts (Identities.Prepare).
-		if err := cfg.Identities.Prepare(ctx, cfg.Count); err != nil {
+		// Identities are minted before the clock starts (Identities.Prepare):
+		// one per onboarding, plus one per worker for re-enrolments that
+		// find no LDevID yet and onboard instead.
+		n := min(cfg.Count, cfg.Count-int(math.Floor(float64(cfg.Count)*cfg.ReenrollShare))+cfg.Concurrency)
+		if err := cfg.Identities.Prepare(ctx, n); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
 	}
@@ -335,7 +339,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	rep := r.report(end.Sub(start))
 	if held != nil {
-		rep.HeldConns = int(held.dialed.Load())
+		rep.HeldConns = int(held.open.Load())
 	}
 	rep.ClientCPUS = -1
 	if clientAfter, err := processCPU(); err == nil && clientErr == nil {

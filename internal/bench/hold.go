@@ -24,12 +24,12 @@ const holdRefresh = 20 * time.Second
 // one GET /cacerts (anonymous, RFC 7030 §4.1.1) and is then idle in the
 // pool, refreshed with another GET before the server's idle timeout.
 type holder struct {
-	n      int
-	u      *url.URL
-	tr     *http.Transport
-	dialed atomic.Int64
-	stop   chan struct{}
-	wg     sync.WaitGroup
+	n    int
+	u    *url.URL
+	tr   *http.Transport
+	open atomic.Int64 // connections open now
+	stop chan struct{}
+	wg   sync.WaitGroup
 }
 
 // holdConns opens n connections and keeps them until close.
@@ -42,10 +42,11 @@ func holdConns(ctx context.Context, u *url.URL, domainCA *x509.Certificate, n in
 		TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := d.DialContext(ctx, network, addr)
-			if err == nil {
-				h.dialed.Add(1)
+			if err != nil {
+				return nil, err
 			}
-			return c, err
+			h.open.Add(1)
+			return &heldConn{Conn: c, h: h}, nil
 		},
 		MaxIdleConnsPerHost: n,
 		IdleConnTimeout:     2 * holdRefresh,
@@ -102,4 +103,16 @@ func (h *holder) close() {
 	close(h.stop)
 	h.wg.Wait()
 	h.tr.CloseIdleConnections()
+}
+
+// heldConn counts itself out of holder.open when it closes.
+type heldConn struct {
+	net.Conn
+	h    *holder
+	once sync.Once
+}
+
+func (c *heldConn) Close() error {
+	c.once.Do(func() { c.h.open.Add(-1) })
+	return c.Conn.Close()
 }
