@@ -186,9 +186,8 @@ func (c *Client) enrollEST(ctx context.Context, v *VoucherResult) (*Result, erro
 		req:    est.CSRRequest{RawSubject: subject, Extensions: exts},
 		key:    res.Key,
 		// DTLS gives no tls-unique to bind to (RFC 9148 §4: optional).
-		bind:      !c.cfg.DisableChannelBinding && c.cfg.Registrar.Scheme != "coaps",
-		retryWait: c.retryWait,
-		maxBusy:   c.cfg.MaxBusyRetries,
+		bind: !c.cfg.DisableChannelBinding && c.cfg.Registrar.Scheme != "coaps",
+		busy: c.busy(),
 	}
 	if err := e.run(ctx, cs, res); err != nil {
 		return nil, err
@@ -336,15 +335,14 @@ func decodeCertsOnly(body []byte) ([]*x509.Certificate, error) {
 // enroller posts one CSR to simpleenroll or simplereenroll until the
 // registrar answers other than 202.
 type enroller struct {
-	poster    poster
-	path      string
-	req       est.CSRRequest
-	key       crypto.Signer
-	bind      bool
-	retryWait func(string) time.Duration
-	// maxBusy is how many busy answers (503 or 429 with Retry-After) in
-	// a row are waited out; negative: none.
-	maxBusy int
+	poster poster
+	path   string
+	req    est.CSRRequest
+	key    crypto.Signer
+	bind   bool
+	// busy is how waits are timed (after a 202 as after a busy answer)
+	// and how many busy answers in a row are waited out.
+	busy busyPolicy
 }
 
 // build signs the CSR, bound to the connection cs when binding is on.
@@ -395,7 +393,7 @@ func (e *enroller) run(ctx context.Context, cs *tls.ConnectionState, res *Result
 		// says when to come back (RFC 9110 §10.2.3) has done nothing with
 		// the request: wait like after a 202, a bounded number of times
 		// in a row. Any other answer ends the run of busy answers.
-		waitBusy := isBusy(ans) && busy < e.maxBusy
+		waitBusy := isBusy(ans) && busy < e.busy.max
 		if waitBusy {
 			busy++
 		} else {
@@ -418,7 +416,7 @@ func (e *enroller) run(ctx context.Context, cs *tls.ConnectionState, res *Result
 				return err
 			}
 		}
-		t := time.NewTimer(e.retryWait(ans.header.Get("Retry-After")))
+		t := time.NewTimer(e.busy.wait(ans.header.Get("Retry-After")))
 		select {
 		case <-ctx.Done():
 			t.Stop()

@@ -121,13 +121,12 @@ func Reenroll(ctx context.Context, cfg ReenrollConfig) (*Result, error) {
 		req.Extensions = []est.Extension{san}
 	}
 	e := enroller{
-		poster:    s,
-		path:      PathSimpleReenroll,
-		req:       req,
-		key:       res.Key,
-		bind:      !cfg.DisableChannelBinding,
-		retryWait: busy.wait,
-		maxBusy:   cfg.MaxBusyRetries,
+		poster: s,
+		path:   PathSimpleReenroll,
+		req:    req,
+		key:    res.Key,
+		bind:   !cfg.DisableChannelBinding,
+		busy:   busy,
 	}
 	if err := e.run(ctx, cs, res); err != nil {
 		return nil, fmt.Errorf("reenroll: %w", err)

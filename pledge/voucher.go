@@ -143,19 +143,16 @@ func (c *Client) postRequest(ctx context.Context, signed []byte) ([]byte, int, e
 			}
 			return nil, attempt, fmt.Errorf("request voucher: %w", err)
 		}
-		switch ans.status {
-		case http.StatusOK:
+		switch {
+		case ans.status == http.StatusOK:
 			return ans.body, attempt, nil
-		case http.StatusAccepted:
+		case ans.status == http.StatusAccepted:
 			busy = 0
 			gaveUp = ErrPending
-		case http.StatusServiceUnavailable, http.StatusTooManyRequests:
+		case isBusy(ans) && busy < c.cfg.MaxBusyRetries:
 			// The registrar is busy (its MASA in-flight cap, a MASA that
 			// is down, or a rate limit) and says when to come back: wait
 			// like after a 202, a bounded number of times in a row.
-			if ans.header.Get("Retry-After") == "" || busy >= c.cfg.MaxBusyRetries {
-				return nil, attempt, fmt.Errorf("request voucher: %w", statusError(PathRequestVoucher, ans))
-			}
 			busy++
 			gaveUp = fmt.Errorf("request voucher: %w", statusError(PathRequestVoucher, ans))
 		default:
